@@ -1,0 +1,182 @@
+"""The message bus: a small interface we own, and its NATS implementation.
+
+Services talk to each other only through `Bus`. `NatsBus` applies the settings that
+matter for real-time audio (ARCHITECTURE.md): endless reconnects with a short wait,
+a small publish buffer while disconnected (buffered audio is stale anyway), explicit
+per-subscription pending limits, and slow-consumer errors routed into a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError, OutboundBufferLimitError, SlowConsumerError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from shared import codec
+from shared.errors import BusError, DecodeError
+from shared.messages import Message, WireModel
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BusOptions:
+    url: str = "nats://127.0.0.1:4222"
+    name: str = "voice"
+    # Frames of one call arrive every 20-100 ms; hundreds pending means seconds of lag.
+    pending_msgs_limit: int = 2000
+    pending_bytes_limit: int = 32 * 1024 * 1024
+    reconnect_time_wait_s: float = 0.25
+    ping_interval_s: int = 5
+    connect_timeout_s: float = 2.0
+    publish_buffer_bytes: int = 256 * 1024
+
+
+class BusCounters(Protocol):
+    """What the bus reports; implemented by each service's metrics container."""
+
+    def slow_consumer(self) -> None: ...
+    def reconnected(self) -> None: ...
+    def dropped_publish(self) -> None: ...
+    def bad_message(self) -> None: ...
+
+
+class _NullCounters:
+    def slow_consumer(self) -> None: ...
+    def reconnected(self) -> None: ...
+    def dropped_publish(self) -> None: ...
+    def bad_message(self) -> None: ...
+
+
+class Bus(Protocol):
+    """Publish/subscribe/request of wire messages."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, subject: str, message: WireModel) -> None: ...
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str = ""
+    ) -> Subscription: ...
+
+    async def request(self, subject: str, message: WireModel, *, timeout_s: float) -> Message: ...
+
+    async def aclose(self) -> None: ...
+
+
+class NatsBus:
+    """`Bus` over nats-py."""
+
+    def __init__(self, nc: Client, options: BusOptions, counters: BusCounters) -> None:
+        self._nc = nc
+        self._options = options
+        self._counters = counters
+
+    @classmethod
+    async def connect(
+        cls, options: BusOptions, counters: BusCounters | None = None
+    ) -> NatsBus:
+        counters = counters or _NullCounters()
+
+        async def on_error(exc: Exception) -> None:
+            if isinstance(exc, SlowConsumerError):
+                counters.slow_consumer()
+            else:
+                log.warning("nats error: %s", exc)
+
+        async def on_reconnect() -> None:
+            counters.reconnected()
+            log.info("nats reconnected")
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected")
+
+        try:
+            nc = await nats.connect(
+                options.url,
+                name=options.name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=options.reconnect_time_wait_s,
+                ping_interval=options.ping_interval_s,
+                connect_timeout=options.connect_timeout_s,
+                pending_size=options.publish_buffer_bytes,
+                allow_reconnect=True,
+                error_cb=on_error,
+                reconnected_cb=on_reconnect,
+                disconnected_cb=on_disconnect,
+            )
+        except Exception as exc:  # nats-py raises several unrelated types on connect
+            raise BusError(f"cannot connect to NATS at {options.url}: {exc}") from exc
+        return cls(nc, options, counters)
+
+    @property
+    def nc(self) -> Client:
+        """The raw client, for nats.micro and JetStream."""
+        return self._nc
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def publish(self, subject: str, message: WireModel) -> None:
+        try:
+            await self._nc.publish(subject, codec.encode(message))
+        except OutboundBufferLimitError:
+            # Disconnected with a full buffer: the audio would be stale by the time it
+            # arrived; the sender's replay covers what matters.
+            self._counters.dropped_publish()
+
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+        async def on_msg(msg: Msg) -> None:
+            try:
+                message = codec.decode(msg.data)
+            except DecodeError as exc:
+                self._counters.bad_message()
+                log.warning("dropping undecodable message on %s: %s", msg.subject, exc)
+                return
+            try:
+                await handler(message)
+            except Exception:
+                log.exception("handler failed on %s", msg.subject)
+
+        return await self._nc.subscribe(
+            subject,
+            queue=queue,
+            cb=on_msg,
+            pending_msgs_limit=self._options.pending_msgs_limit,
+            pending_bytes_limit=self._options.pending_bytes_limit,
+        )
+
+    async def request(self, subject: str, message: WireModel, *, timeout_s: float) -> Message:
+        try:
+            reply = await self._nc.request(subject, codec.encode(message), timeout=timeout_s)
+        except NoRespondersError as exc:
+            raise BusError(f"no responders on {subject}") from exc
+        except NatsTimeoutError as exc:
+            raise BusError(f"request to {subject} timed out") from exc
+        if reply.headers and reply.headers.get("Nats-Service-Error-Code"):
+            raise BusError(f"{subject}: {reply.headers.get('Nats-Service-Error')}")
+        return codec.decode(reply.data)
+
+    async def aclose(self) -> None:
+        """Drain subscriptions and close; safe to call twice."""
+        if self._nc.is_closed:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await self._nc.drain()
+        except Exception as exc:  # drain times out or fails when already disconnected
+            log.debug("drain failed: %s", exc)
+            await self._nc.close()

@@ -1,0 +1,43 @@
+"""Settings common to every process, read once from the environment at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.bus import BusOptions
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+class CommonSettings(BaseSettings):
+    """``NATS_URL``, ``VOICE_DATA_DIR``, ``VOICE_LOG_LEVEL``, ``VOICE_LOG_JSON``."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore")
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "VOICE_NATS_URL")
+    )
+    data_dir: Path = Field(default_factory=lambda: project_root() / ".data")
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def model_cache(self) -> Path:
+        return self.data_dir / "models"
+
+    def bus_options(self, name: str) -> BusOptions:
+        return BusOptions(url=self.nats_url, name=name)
+
+
+class WorkerSettings(CommonSettings):
+    """Settings of an ASR/LLM/TTS replica; subclasses set their own env prefix."""
+
+    health_host: str = "127.0.0.1"
+    health_port: int = 0  # 0: an ephemeral port, printed at start
+    max_sessions: int = Field(default=8, ge=1)
+    replica_name: str = ""  # informative only; the replica id comes from nats.micro
