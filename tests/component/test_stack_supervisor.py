@@ -43,7 +43,8 @@ async def test_restarts_a_killed_child_and_stops_it_on_close() -> None:
 
 async def test_a_child_that_exits_before_ready_fails_start() -> None:
     async with Supervisor(echo=lambda _: None) as sup:
-        spec = ChildSpec("bad", (sys.executable, "-c", "raise SystemExit(3)"), "READY",
-                         restart=False)
+        spec = ChildSpec(
+            "bad", (sys.executable, "-c", "raise SystemExit(3)"), "READY", restart=False
+        )
         with pytest.raises(ChildFailedError, match="exited with 3"):
             await sup.start(spec)

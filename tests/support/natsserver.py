@@ -40,10 +40,16 @@ def nats_server_binary() -> str:
 def docker_available() -> bool:
     if os.environ.get("VOICE_TEST_NO_DOCKER"):
         return False
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env(timeout=2).ping()
+        client = docker.from_env(timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
         return True
     except Exception:
         return False

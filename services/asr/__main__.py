@@ -1,0 +1,26 @@
+"""``python -m services.asr``: one ASR replica (prints ``READY asr ...`` when serving)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.asr.engine import AsrEngine
+from services.asr.metrics import SERVICE, AsrMetrics
+from services.asr.settings import AsrSettings
+from shared.logs import setup_logging
+from shared.metrics import ServiceMetrics
+from shared.worker import WorkerRuntime
+
+
+def main() -> int:
+    settings = AsrSettings()
+    setup_logging(settings.log_level, settings.log_json, name=SERVICE)
+    metrics = ServiceMetrics(SERVICE)
+    engine = AsrEngine(settings, AsrMetrics(metrics))
+    runtime = WorkerRuntime(engine, settings, metrics)
+    asyncio.run(runtime.run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

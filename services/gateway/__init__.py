@@ -1,0 +1,1 @@
+"""The WebSocket gateway: terminates client protocols and talks to the services over NATS."""

@@ -1,0 +1,414 @@
+"""The asyncio layer of one Bella WebSocket: it only moves data.
+
+Per connection, in one TaskGroup:
+
+* the reader (the task that runs `run`) reads the socket, feeds the Bella adapter and
+  the call core, and publishes client audio to ASR;
+* the inbound task takes the services' messages from a bounded queue (fed by this call's
+  NATS subscription) into the call core;
+* the writer sends events and reply audio from a bounded outbound queue.
+
+Decisions live in `BellaSession` (protocol) and `CallCore` (pipeline); here they are
+carried out. Overflow policies: the inbound queue blocks its producer (the NATS
+subscription callback, whose own pending limits then apply and count slow consumers);
+the outbound queue never blocks: a client that lets it fill up is not reading and is
+disconnected (`SlowClientError`) instead of being buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import assert_never
+
+from nats.aio.subscription import Subscription
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from services.gateway.bella.session import (
+    PROTOCOL,
+    BeginCall,
+    BellaSession,
+    BellaState,
+    EndCall,
+    ForwardAudio,
+    Output,
+    Refused,
+    SendText,
+)
+from services.gateway.call import (
+    Action,
+    CallCore,
+    CallOptions,
+    DropAudio,
+    Emit,
+    Finish,
+    Publish,
+    Replicas,
+    SendAudio,
+)
+from services.gateway.metrics import GatewayMetrics, RejectReason
+from services.gateway.settings import GatewaySettings
+from shared import subjects
+from shared.bus import NatsBus
+from shared.errors import BusError, OverloadedError
+from shared.logs import SessionLogger
+from shared.messages import ErrorCode, Message, ServiceName
+from shared.placement import assign_replica
+
+log = logging.getLogger(__name__)
+
+
+class SlowClientError(Exception):
+    """The client does not read what we send it."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every connection of one gateway process shares."""
+
+    settings: GatewaySettings
+    bus: NatsBus
+    metrics: GatewayMetrics
+
+
+@dataclass(frozen=True)
+class _Out:
+    data: str | bytes
+    turn: int | None = None  # reply audio: which turn it belongs to
+    speech_end_at: float | None = None  # a turn's first audio: start of voice-to-voice
+
+
+@dataclass(frozen=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class BellaConnection:
+    """One client connection on a Bella endpoint; `run` returns when it is closed."""
+
+    def __init__(self, ws: ServerConnection, ctx: Context, *, answer: bool, endpoint: str) -> None:
+        self._ws = ws
+        self._ctx = ctx
+        self._settings = ctx.settings
+        self._metrics = ctx.metrics
+        self._endpoint = endpoint
+        self._session = BellaSession(answer=answer)
+        self._core: CallCore | None = None
+        self._replicas: Replicas | None = None
+        self._sub: Subscription | None = None
+        self._inbound: asyncio.Queue[Message] = asyncio.Queue(maxsize=self._settings.inbound_queue)
+        self._out: asyncio.Queue[_Out | _Close] = asyncio.Queue(
+            maxsize=self._settings.outbound_queue
+        )
+        self._tg: asyncio.TaskGroup | None = None
+        self._inbound_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._call_over = asyncio.Event()  # the call's last events are queued
+        self._closed = asyncio.Event()  # `run` returned
+        self._closing = False  # a close frame is queued: stop reading for timeouts
+        self._dropped_turn = 0  # queued audio of turns up to this one is not sent
+        self._started_at = time.monotonic()
+        self._last_audio_at = self._started_at
+        self._log = SessionLogger(log, {"sid": ""})
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve the connection until it closes. Cancelling it hangs the call up."""
+        self._metrics.calls_active.labels(self._endpoint).inc()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                writer = tg.create_task(self._write_loop(), name="bella-writer")
+                try:
+                    await self._read_loop()
+                finally:
+                    self._stop_tasks(writer)
+        except* SlowClientError:
+            self._metrics.slow_clients.inc()
+            self._log.warning("client does not read its events; disconnecting")
+        finally:
+            try:
+                await self._release()
+            finally:
+                self._metrics.calls_active.labels(self._endpoint).dec()
+                self._closed.set()
+
+    async def shutdown(self, reason: str = "the gateway is shutting down") -> None:
+        """End the call now (after the drain grace) and close with 1001 (going away)."""
+        if self._closing:
+            return
+        try:
+            if self._core is not None and not self._core.finished:
+                actions = self._core.fail(ErrorCode.INTERNAL, reason)
+                await self._execute(actions, CloseCode.GOING_AWAY)
+            else:
+                self._enqueue_close(CloseCode.GOING_AWAY, reason)
+        except SlowClientError:
+            # Its queue is full, so a close frame cannot get through: cut the connection;
+            # `run` then finishes and releases the call.
+            self._ws.transport.abort()
+
+    def _stop_tasks(self, writer: asyncio.Task[None]) -> None:
+        # The reader is done: the socket is closed (or closing). A writer sending our close
+        # frame finishes on its own, bounded by the close timeout; otherwise stop it.
+        if not self._closing:
+            writer.cancel()
+        for task in (self._inbound_task, self._drain_task):
+            if task is not None:
+                task.cancel()
+
+    async def _release(self) -> None:
+        """Whatever happened, the services must not keep this call alive."""
+        if self._core is not None and not self._core.finished:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._execute(self._core.hangup(), None)
+            except (TimeoutError, BusError, SlowClientError) as exc:
+                self._log.warning("could not close the call's sessions: %s", exc)
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as exc:  # noqa: BLE001 - the bus closed under us at shutdown
+                self._log.debug("unsubscribe failed: %s", exc)
+            self._sub = None
+
+    # ------------------------------------------------------------------ reader
+
+    def _read_timeout(self) -> float | None:
+        """Seconds until the idle or call-length limit; ``None`` once closing."""
+        if self._closing:
+            return None  # the close handshake has its own timeout
+        now = time.monotonic()
+        core = self._core
+        active = core is not None and not core.finished
+        if (
+            active
+            and core is not None
+            and (core.answering or self._session.state is BellaState.STOPPING)
+        ):
+            # The user listens to the answer (or has stopped): a client that sends no
+            # audio meanwhile is not idle, so the idle clock restarts.
+            self._last_audio_at = now
+        left = self._last_audio_at + self._settings.idle_timeout_s - now
+        if active:
+            left = min(left, self._started_at + self._settings.max_call_s - now)
+        return max(0.0, left)
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._read_timeout()):
+                    frame = await self._ws.recv()
+            except TimeoutError:
+                await self._on_timeout()
+                continue
+            except ConnectionClosed:
+                return
+            if isinstance(frame, str):
+                outputs = self._session.on_text(frame)
+            else:
+                outputs = self._session.on_binary(frame)
+            await self._apply(outputs)
+
+    async def _on_timeout(self) -> None:
+        left = self._read_timeout()
+        if left is None or left > 0:
+            return  # an answer started (or a close) while we waited: not idle after all
+        now = time.monotonic()
+        over_length = now - self._started_at >= self._settings.max_call_s
+        reason = (
+            f"maximum call length of {self._settings.max_call_s:.0f} s reached"
+            if over_length
+            else f"no audio for {self._settings.idle_timeout_s:.0f} s"
+        )
+        self._log.info("ending call: %s", reason)
+        if self._core is not None and not self._core.finished:
+            await self._execute(
+                self._core.fail(ErrorCode.TIMEOUT, reason), CloseCode.NORMAL_CLOSURE
+            )
+        else:
+            self._enqueue_close(CloseCode.NORMAL_CLOSURE, reason)
+
+    async def _apply(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            match out:
+                case SendText():
+                    self._enqueue(_Out(out.text))
+                case Refused():
+                    self._metrics.protocol_error(PROTOCOL, out.kind)
+                case ForwardAudio():
+                    now = time.monotonic()
+                    self._last_audio_at = now
+                    if self._core is not None:
+                        await self._execute(self._core.audio(out.pcm, now), None)
+                case BeginCall():
+                    await self._begin(out.options)
+                case EndCall():
+                    if self._core is not None:
+                        await self._execute(self._core.stop(time.monotonic()), None)
+                        if not self._core.finished and self._tg is not None:
+                            self._drain_task = self._tg.create_task(self._drain_watch())
+                case _:
+                    assert_never(out)
+
+    # ------------------------------------------------------------------ starting a call
+
+    async def _begin(self, options: CallOptions) -> None:
+        self._log = SessionLogger(log, {"sid": options.sid})
+        try:
+            # Subscribed (and confirmed by a round trip) before anyone, the services or the
+            # client, hears of the call, so no early result can miss us.
+            self._sub = await self._ctx.bus.subscribe(
+                subjects.session_out(options.sid), self._on_bus
+            )
+            await self._flush()
+            self._replicas = await self._assign(options)
+        except OverloadedError as exc:
+            self._metrics.rejected(RejectReason.OVERLOADED)
+            self._log.warning("no room for the call: %s", exc)
+            await self._apply(
+                self._session.start_failed(ErrorCode.OVERLOADED, f"overloaded: {exc}")
+            )
+            self._enqueue_close(CloseCode.TRY_AGAIN_LATER, "overloaded")
+            return
+        except BusError as exc:
+            self._metrics.rejected(RejectReason.BUS_FAILED)
+            self._log.warning("placement failed: %s", exc)
+            await self._apply(
+                self._session.start_failed(ErrorCode.INTERNAL, "the service bus is unavailable")
+            )
+            self._enqueue_close(CloseCode.TRY_AGAIN_LATER, "bus unavailable")
+            return
+        core = CallCore(options)
+        self._core = core
+        assert self._tg is not None
+        self._inbound_task = self._tg.create_task(self._inbound_loop(core), name="bella-inbound")
+        self._last_audio_at = time.monotonic()
+        await self._execute(core.open(), None)
+        await self._apply(self._session.started())
+        self._log.info("call started (replicas %s)", self._replicas)
+
+    async def _flush(self) -> None:
+        try:
+            await self._ctx.bus.nc.flush(timeout=max(1, round(self._settings.assign_timeout_s)))
+        except Exception as exc:  # nats-py raises several unrelated types here
+            raise BusError(f"NATS flush failed: {exc.__class__.__name__}") from exc
+
+    async def _assign(self, options: CallOptions) -> Replicas:
+        bus, sid = self._ctx.bus, options.sid
+        timeout = self._settings.assign_timeout_s
+        asr = await assign_replica(bus, ServiceName.ASR, sid, timeout_s=timeout)
+        if not options.answer:
+            return Replicas(asr=asr)
+        llm = await assign_replica(bus, ServiceName.LLM, sid, timeout_s=timeout)
+        tts = await assign_replica(bus, ServiceName.TTS, sid, timeout_s=timeout)
+        return Replicas(asr=asr, llm=llm, tts=tts)
+
+    # ------------------------------------------------------------------ services -> core
+
+    async def _on_bus(self, message: Message) -> None:
+        # Blocking put: back-pressure lands on this subscription's NATS pending limits.
+        await self._inbound.put(message)
+
+    async def _inbound_loop(self, core: CallCore) -> None:
+        while True:
+            message = await self._inbound.get()
+            await self._execute(core.on_message(message, time.monotonic()), None)
+
+    async def _drain_watch(self) -> None:
+        """Bound how long a stopped call may take to deliver its last answer."""
+        try:
+            async with asyncio.timeout(self._settings.stop_timeout_s):
+                await self._call_over.wait()
+        except TimeoutError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise
+            if self._core is not None:
+                self._log.warning("stop did not finish in %.0f s", self._settings.stop_timeout_s)
+                await self._execute(self._core.drain_timeout(), None)
+
+    # ------------------------------------------------------------------ actions
+
+    async def _execute(self, actions: list[Action], close_code: int | None) -> None:
+        """Carry out the core's actions in order. ``close_code`` overrides 1000 on Finish."""
+        for action in actions:
+            match action:
+                case Publish():
+                    await self._publish(action)
+                case Emit():
+                    for text in self._session.render(action.event):
+                        self._enqueue(_Out(text))
+                case SendAudio():
+                    self._enqueue(_Out(action.pcm, action.turn, action.speech_end_at))
+                case DropAudio():
+                    self._dropped_turn = max(self._dropped_turn, action.turn)
+                    self._metrics.cancelled_turns.inc()
+                case Finish():
+                    self._session.finished()
+                    self._call_over.set()
+                    code = close_code or CloseCode.NORMAL_CLOSURE
+                    self._enqueue_close(
+                        code, "call completed" if action.completed else "call ended"
+                    )
+                case _:
+                    assert_never(action)
+
+    async def _publish(self, action: Publish) -> None:
+        assert self._replicas is not None
+        replica = self._replicas.of(action.service)
+        if replica is None:
+            return
+        if action.control:
+            subject = subjects.worker_ctl(action.service, replica)
+        else:
+            subject = subjects.worker_in(action.service, replica)
+        await self._ctx.bus.publish(subject, action.message)
+
+    # ------------------------------------------------------------------ writer
+
+    def _enqueue(self, item: _Out) -> None:
+        if self._closing:
+            return  # nothing goes out after the close frame
+        try:
+            self._out.put_nowait(item)
+        except asyncio.QueueFull:
+            raise SlowClientError() from None
+
+    def _enqueue_close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        try:
+            self._out.put_nowait(_Close(code, reason))
+        except asyncio.QueueFull:
+            raise SlowClientError() from None
+        self._closing = True
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self._out.get()
+                if isinstance(item, _Close):
+                    await self._ws.close(item.code, item.reason)
+                    return
+                if item.turn is not None and item.turn <= self._dropped_turn:
+                    continue  # audio of a cancelled turn
+                try:
+                    async with asyncio.timeout(self._settings.send_timeout_s):
+                        await self._ws.send(item.data)
+                except TimeoutError:
+                    raise SlowClientError() from None
+                if item.speech_end_at is not None:
+                    self._metrics.voice_to_voice.labels("gateway").observe(
+                        time.monotonic() - item.speech_end_at
+                    )
+        except ConnectionClosed:
+            return

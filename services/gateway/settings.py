@@ -1,0 +1,44 @@
+"""Gateway settings, read once from ``GATEWAY_*`` (and the common ``NATS_URL``/``VOICE_*``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    """``GATEWAY_HOST``, ``GATEWAY_PORT``, ``GATEWAY_API_KEYS`` (comma-separated), limits."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # NoDecode: the variable is a plain comma-separated list, not JSON.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    # A 100 ms frame at 48 kHz is 9.6 KB; a Start with long prompts stays far below this.
+    max_frame_bytes: int = Field(default=256 * 1024, ge=4096)
+    max_call_s: float = Field(default=3600.0, gt=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    max_calls_per_key: int = Field(default=20, ge=1)
+    drain_grace_s: float = Field(default=20.0, ge=0)
+    # How long a stopped call may take to finish its last answer before it is cut.
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    # Frames waiting for a client; a client that lets this many pile up is not reading.
+    outbound_queue: int = Field(default=512, ge=8)
+    # Service messages waiting for one call's core; the producer (NATS callback) blocks.
+    inbound_queue: int = Field(default=512, ge=8)
+    assign_timeout_s: float = Field(default=2.0, gt=0)
+    # A send that cannot get into the socket for this long means the client stopped reading.
+    send_timeout_s: float = Field(default=5.0, gt=0)
+    close_timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value

@@ -1,0 +1,29 @@
+"""``python -m services.llm``: one LLM replica.
+
+Wiring only: settings from ``LLM_*``, the metrics container, the engine, and the
+shared replica runtime (control plane, data plane, health, drain). Prints
+``READY llm replica=<id> health_port=<port>`` when it takes calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.llm.engine import EngineOptions, LlmEngine
+from services.llm.metrics import LlmMetrics
+from services.llm.settings import LlmSettings
+from shared.logs import setup_logging
+from shared.worker import WorkerRuntime
+
+
+def main() -> None:
+    settings = LlmSettings()
+    setup_logging(settings.log_level, settings.log_json, name="llm")
+    metrics = LlmMetrics()
+    engine = LlmEngine(EngineOptions.from_settings(settings), metrics)
+    runtime = WorkerRuntime(engine, settings, metrics)
+    asyncio.run(runtime.run())
+
+
+if __name__ == "__main__":
+    main()
