@@ -6,6 +6,7 @@
     |   +-- ModelFileError          a model part is missing or its SHA-256 does not match
     +-- BusError                    NATS unavailable or a request failed
     |   +-- OverloadedError         no replica of a service has room for a new call
+    |   +-- UnknownModelError       no replica of a service serves a requested model
     +-- EngineError                 an engine backend failed; ``retryable`` says if a retry may help
     +-- ProtocolError               a client sent something its protocol does not allow;
                                     ``code`` is what the peer is told
@@ -41,6 +42,14 @@ class OverloadedError(BusError):
 
     def __init__(self, service: str) -> None:
         super().__init__(f"no {service} replica has room for a new call")
+        self.service = service
+
+
+class UnknownModelError(BusError):
+    """The replicas of ``service`` have no backend for a model the call asked for."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
         self.service = service
 
 

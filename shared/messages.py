@@ -10,9 +10,9 @@ Families, by direction:
 * control plane: `AssignRequest` -> `AssignReply` (request/reply on ``<svc>.assign``)
 * gateway -> ASR replica: `AsrOpen`, `AudioFrame`, `AsrCommit`, `AsrClose`
 * ASR -> session: `VadEvent`, `SentenceBegin`, `TranscriptPartial`, `TranscriptFinal`
-* gateway -> LLM replica: `LlmOpen`, `LlmTurn`, `LlmClose`
-* LLM -> session: `LlmBegin`, `LlmDelta`, `LlmEnd`
-* gateway -> TTS replica: `TtsOpen`, `TtsText`, `TtsClose`
+* gateway -> LLM replica: `LlmOpen`, `LlmTurn`, `LlmUpdate`, `LlmEdit`, `LlmClose`
+* LLM -> session: `LlmBegin`, `LlmDelta`, `LlmEnd`, `LlmWorkerEvent`
+* gateway -> TTS replica: `TtsOpen`, `TtsText`, `TtsUpdate`, `TtsClose`
 * TTS -> session: `TtsBegin`, `TtsSegment`, `TtsAudio`, `TtsEnd`
 * any direction: `Cancel` (on the control subject, ahead of data), `ServiceError`,
   `SessionClosed`
@@ -23,7 +23,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 
 class WireModel(BaseModel):
@@ -47,14 +47,22 @@ class ErrorCode(StrEnum):
     ENGINE_FAILED = "engine_failed"
     TIMEOUT = "timeout"
     INTERNAL = "internal"
+    UNKNOWN_MODEL = "unknown_model"  # no configured backend serves the requested model
 
 
 # --------------------------------------------------------------------------- control plane
 
 
 class AssignRequest(WireModel):
+    """Ask for a replica; ``models`` are the model names the call will use there.
+
+    A replica that has no backend for one of them refuses with ``UNKNOWN_MODEL``, so a
+    bad model name fails the call at its start, not in the middle of it.
+    """
+
     type: Literal["assign"] = "assign"
     sid: str
+    models: tuple[str, ...] = ()
 
 
 class AssignReply(WireModel):
@@ -85,6 +93,7 @@ class AsrOpen(WireModel):
     language: str | None = None
     partials: bool = True
     manual: bool = False  # client commits turns; no server endpointing
+    model: str | None = None  # routing-table name; None: the replica's default engine
 
 
 class AudioFrame(WireModel):
@@ -162,12 +171,48 @@ class TranscriptFinal(WireModel):
 class ChatMessage(WireModel):
     role: Literal["system", "user", "assistant"]
     content: str
+    item_id: str = ""  # the client protocol's id of this history entry, if it has one
+
+
+class VariableType(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class WorkerSpec(WireModel):
+    """A Bella ``llm_option.workers[]`` entry: a prompt run around the main model.
+
+    ``sys_prompt`` and ``prompt`` are Jinja2 templates (rendered sandboxed by the LLM
+    service) over ``history_messages``, ``user_message`` and ``variables``. A blocking
+    worker runs before the main model and its output becomes ``variables[variable_name]``;
+    a non-blocking one runs alongside and only reports.
+    """
+
+    model: str | None = None
+    blocking: bool = True
+    variable_name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    variable_type: VariableType = VariableType.TEXT
+    sys_prompt: str = Field(default="", max_length=32_000)
+    prompt: str = Field(default="", max_length=32_000)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    json_schema: dict[str, JsonValue] | None = None
 
 
 class LlmOpen(WireModel):
+    """Open a conversation. ``system_prompt`` and ``prompt`` are Jinja2 templates.
+
+    ``prompt`` renders the user's turn for the main model (``None``: the user's words as
+    they are); ``variables`` are the session's template variables.
+    """
+
     type: Literal["llm.open"] = "llm.open"
     sid: str
-    system_prompt: str = ""
+    model: str | None = None  # routing-table name; None: the replica's default engine
+    system_prompt: str = Field(default="", max_length=32_000)
+    prompt: str | None = Field(default=None, max_length=32_000)
+    variables: dict[str, JsonValue] = Field(default_factory=dict)
+    workers: tuple[WorkerSpec, ...] = Field(default=(), max_length=8)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_history: int = Field(default=20, ge=0, le=200)
     max_tokens: int = Field(default=256, ge=1, le=4096)
@@ -175,10 +220,48 @@ class LlmOpen(WireModel):
 
 
 class LlmTurn(WireModel):
+    """Answer a user turn. ``text=None``: answer the conversation as it stands.
+
+    The user's words (if any) and the answer enter the history under the given item ids.
+    """
+
     type: Literal["llm.turn"] = "llm.turn"
     sid: str
     turn: int
-    text: str
+    text: str | None
+    user_item_id: str = ""
+    assistant_item_id: str = ""
+
+
+class LlmUpdate(WireModel):
+    """Change a running conversation's settings; ``None`` leaves a field as it is."""
+
+    type: Literal["llm.update"] = "llm.update"
+    sid: str
+    system_prompt: str | None = Field(default=None, max_length=32_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+
+
+class HistoryOp(StrEnum):
+    APPEND = "append"  # add ``message`` at the end
+    TRUNCATE = "truncate"  # the entry ``item_id`` now reads ``content`` (what was heard)
+    DELETE = "delete"  # remove the entry ``item_id``
+
+
+class LlmEdit(WireModel):
+    """Edit the conversation history (barge-in truncation, client item operations).
+
+    A truncation to an empty ``content`` removes the entry: an answer nobody heard was
+    never said.
+    """
+
+    type: Literal["llm.edit"] = "llm.edit"
+    sid: str
+    op: HistoryOp
+    item_id: str = ""
+    content: str = ""
+    message: ChatMessage | None = None  # APPEND only
 
 
 class LlmClose(WireModel):
@@ -209,6 +292,29 @@ class LlmEnd(WireModel):
     tokens: int = 0
 
 
+class WorkerStatus(StrEnum):
+    BEGIN = "begin"
+    END = "end"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+class LlmWorkerEvent(WireModel):
+    """A worker of the chain started, finished, was cancelled or failed for ``turn``.
+
+    ``result`` is the worker's output (``END``; JSON workers: the JSON text);
+    ``message`` says what went wrong (``ERROR``). A failed worker never fails the turn.
+    """
+
+    type: Literal["llm.worker"] = "llm.worker"
+    sid: str
+    turn: int
+    variable_name: str
+    status: WorkerStatus
+    result: str | None = None
+    message: str = ""
+
+
 # --------------------------------------------------------------------------- TTS
 
 
@@ -217,6 +323,15 @@ class TtsOpen(WireModel):
     sid: str
     voice: str | None = None
     sample_rate: int = Field(default=24000, ge=8000, le=48000)
+    model: str | None = None  # routing-table name; None: the replica's default engine
+
+
+class TtsUpdate(WireModel):
+    """Change the voice of a running session, from the next turn on."""
+
+    type: Literal["tts.update"] = "tts.update"
+    sid: str
+    voice: str
 
 
 class TtsText(WireModel):
@@ -313,11 +428,15 @@ Message = Annotated[
         TranscriptFinal,
         LlmOpen,
         LlmTurn,
+        LlmUpdate,
+        LlmEdit,
         LlmClose,
         LlmBegin,
         LlmDelta,
         LlmEnd,
+        LlmWorkerEvent,
         TtsOpen,
+        TtsUpdate,
         TtsText,
         TtsClose,
         TtsBegin,

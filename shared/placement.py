@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from shared import subjects
 from shared.bus import Bus
-from shared.errors import BusError, OverloadedError
-from shared.messages import AssignReply, AssignRequest, ServiceName
+from shared.errors import BusError, OverloadedError, UnknownModelError
+from shared.messages import AssignReply, AssignRequest, ErrorCode, ServiceName
 
 
 async def assign_replica(
-    bus: Bus, service: ServiceName, sid: str, *, timeout_s: float = 2.0, attempts: int = 3
+    bus: Bus,
+    service: ServiceName,
+    sid: str,
+    *,
+    models: tuple[str, ...] = (),
+    timeout_s: float = 2.0,
+    attempts: int = 3,
 ) -> str:
     """Return the id of a replica of ``service`` that accepted ``sid``.
 
@@ -18,12 +24,18 @@ async def assign_replica(
     lost the race to its own gate answers ``ok=False``: try again, the queue group picks
     another member.
 
+    A replica without a backend for one of ``models`` answers ``UNKNOWN_MODEL``: every
+    replica of a service shares one configuration, so that is final
+    (`UnknownModelError`).
+
     Cancelling is safe: at worst a reservation expires on the replica.
     """
     for _ in range(attempts):
         try:
             reply = await bus.request(
-                subjects.assign(service), AssignRequest(sid=sid), timeout_s=timeout_s
+                subjects.assign(service),
+                AssignRequest(sid=sid, models=models),
+                timeout_s=timeout_s,
             )
         except BusError as exc:
             if "no responders" in str(exc):
@@ -31,4 +43,6 @@ async def assign_replica(
             raise
         if isinstance(reply, AssignReply) and reply.ok:
             return reply.replica
+        if isinstance(reply, AssignReply) and reply.code is ErrorCode.UNKNOWN_MODEL:
+            raise UnknownModelError(service.value, reply.message)
     raise OverloadedError(service.value)

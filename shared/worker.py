@@ -82,6 +82,9 @@ class Engine(Protocol):
     def load(self) -> None:
         """Load models (blocking; run in a thread before the replica takes calls)."""
 
+    def unknown_models(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        """The names in ``models`` this replica has no backend for (routing table)."""
+
     async def open_session(self, message: Message, publish: Publish) -> SessionWorker:
         """Create the session an open message asks for."""
 
@@ -223,7 +226,15 @@ class WorkerRuntime:
             await req.respond_error("400", "expected an assign request")
             return
         self._expire_reservations()
-        if not self._accepting or self._load() >= self.settings.max_sessions:
+        unknown = self.engine.unknown_models(msg.models)
+        if unknown:
+            self.metrics.assignments.labels(self._svc.value, "unknown_model").inc()
+            reply = AssignReply(
+                sid=msg.sid, replica=self.replica_id, ok=False, code=ErrorCode.UNKNOWN_MODEL,
+                message=f"no {self._svc.value} backend is configured for model "
+                + ", ".join(repr(m) for m in unknown),
+            )
+        elif not self._accepting or self._load() >= self.settings.max_sessions:
             # Lost a race with the gate: say so; the requester retries on another replica.
             self.metrics.assignments.labels(self._svc.value, "full").inc()
             reply = AssignReply(

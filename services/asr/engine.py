@@ -36,6 +36,13 @@ class AsrEngine:
             raise EngineError("ASR engine is not loaded")
         return self._ctx
 
+    # Model names this replica serves (the routing table); the embedded engine's own
+    # name is always one of them.
+    models: frozenset[str] = frozenset({"whisper-base"})
+
+    def unknown_models(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m for m in models if m not in self.models)
+
     def load(self) -> None:
         """Verify and load Whisper, warm it up once, check the VAD loads. Blocking."""
         if self._ctx is not None:

@@ -16,8 +16,11 @@ finishes) -> FINISHED; ``hangup`` (client gone) and fatal service errors finish 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
+
+from pydantic import JsonValue
 
 from services.gateway.timeline import AudioTimeline
 from services.gateway.turns import Effect, TurnInput, TurnMachine
@@ -51,6 +54,7 @@ from shared.messages import (
     VadEvent,
     VadOptions,
     WireModel,
+    WorkerSpec,
 )
 
 ASR_RATE = 16000
@@ -81,11 +85,28 @@ class CallOptions:
     partials: bool = True
     vad: VadOptions = field(default_factory=VadOptions)
     language: str | None = None
-    system_prompt: str = ""
+    asr_model: str | None = None
+    llm_model: str | None = None
+    system_prompt: str = ""  # Jinja2 template, rendered by the LLM service
+    prompt: str | None = None  # Jinja2 template of the user's turn; None: the words as said
+    variables: Mapping[str, JsonValue] = field(default_factory=dict)
+    workers: tuple[WorkerSpec, ...] = ()
     temperature: float = 0.7
     max_history: int = 20
+    tts_model: str | None = None
     voice: str | None = None
     tts_rate: int = 24000
+
+    def models(self, service: ServiceName) -> tuple[str, ...]:
+        """The model names the call asks ``service`` for (checked at assignment)."""
+        match service:
+            case ServiceName.ASR:
+                names = [self.asr_model]
+            case ServiceName.LLM:
+                names = [self.llm_model, *(w.model for w in self.workers)]
+            case ServiceName.TTS:
+                names = [self.tts_model]
+        return tuple(dict.fromkeys(n for n in names if n))
 
 
 @dataclass(frozen=True)
@@ -251,7 +272,13 @@ class CallCore:
         actions: list[Action] = [
             Publish(
                 ServiceName.ASR,
-                AsrOpen(sid=o.sid, vad=o.vad, language=o.language, partials=o.partials),
+                AsrOpen(
+                    sid=o.sid,
+                    vad=o.vad,
+                    language=o.language,
+                    partials=o.partials,
+                    model=o.asr_model,
+                ),
             )
         ]
         if o.answer:
@@ -260,14 +287,21 @@ class CallCore:
                     ServiceName.LLM,
                     LlmOpen(
                         sid=o.sid,
+                        model=o.llm_model,
                         system_prompt=o.system_prompt,
+                        prompt=o.prompt,
+                        variables=dict(o.variables),
+                        workers=o.workers,
                         temperature=o.temperature,
                         max_history=o.max_history,
                     ),
                 )
             )
             actions.append(
-                Publish(ServiceName.TTS, TtsOpen(sid=o.sid, voice=o.voice, sample_rate=o.tts_rate))
+                Publish(
+                    ServiceName.TTS,
+                    TtsOpen(sid=o.sid, voice=o.voice, sample_rate=o.tts_rate, model=o.tts_model),
+                )
             )
         return actions
 

@@ -54,7 +54,7 @@ from services.gateway.metrics import GatewayMetrics, RejectReason
 from services.gateway.settings import GatewaySettings
 from shared import subjects
 from shared.bus import NatsBus
-from shared.errors import BusError, OverloadedError
+from shared.errors import BusError, OverloadedError, UnknownModelError
 from shared.logs import SessionLogger
 from shared.messages import ErrorCode, Message, ServiceName
 from shared.placement import assign_replica
@@ -280,6 +280,12 @@ class BellaConnection:
             )
             self._enqueue_close(CloseCode.TRY_AGAIN_LATER, "overloaded")
             return
+        except UnknownModelError as exc:
+            self._metrics.rejected(RejectReason.UNKNOWN_MODEL)
+            self._log.warning("model refused: %s", exc)
+            await self._apply(self._session.start_failed(ErrorCode.UNKNOWN_MODEL, str(exc)))
+            self._enqueue_close(CloseCode.NORMAL_CLOSURE, "unknown model")
+            return
         except BusError as exc:
             self._metrics.rejected(RejectReason.BUS_FAILED)
             self._log.warning("placement failed: %s", exc)
@@ -306,12 +312,14 @@ class BellaConnection:
     async def _assign(self, options: CallOptions) -> Replicas:
         bus, sid = self._ctx.bus, options.sid
         timeout = self._settings.assign_timeout_s
-        asr = await assign_replica(bus, ServiceName.ASR, sid, timeout_s=timeout)
+        async def one(service: ServiceName) -> str:
+            models = options.models(service)
+            return await assign_replica(bus, service, sid, models=models, timeout_s=timeout)
+
+        asr = await one(ServiceName.ASR)
         if not options.answer:
             return Replicas(asr=asr)
-        llm = await assign_replica(bus, ServiceName.LLM, sid, timeout_s=timeout)
-        tts = await assign_replica(bus, ServiceName.TTS, sid, timeout_s=timeout)
-        return Replicas(asr=asr, llm=llm, tts=tts)
+        return Replicas(asr=asr, llm=await one(ServiceName.LLM), tts=await one(ServiceName.TTS))
 
     # ------------------------------------------------------------------ services -> core
 

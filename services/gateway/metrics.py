@@ -23,6 +23,7 @@ class RejectReason(StrEnum):
     OVERLOADED = "overloaded"
     DRAINING = "draining"
     BUS_FAILED = "bus_failed"
+    UNKNOWN_MODEL = "unknown_model"
 
 
 class GatewayMetrics(ServiceMetrics):

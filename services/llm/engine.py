@@ -76,6 +76,13 @@ class LlmEngine:
 
     # ------------------------------------------------------------------ Engine
 
+    # Model names this replica serves (the routing table); the embedded engine's own
+    # name is always one of them.
+    models: frozenset[str] = frozenset({"qwen2.5-0.5b"})
+
+    def unknown_models(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m for m in models if m not in self.models)
+
     def load(self) -> None:
         """Verify and load the model, warm it up; blocking (the runtime runs it in a thread)."""
         if self._backend is not None:

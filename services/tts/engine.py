@@ -75,6 +75,13 @@ class TtsEngine:
             dict(backends) if backends is not None else default_backends(settings, metrics)
         )
 
+    # Model names this replica serves (the routing table); the embedded engine's own
+    # name is always one of them.
+    models: frozenset[str] = frozenset({"embedded"})
+
+    def unknown_models(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m for m in models if m not in self.models)
+
     def load(self) -> None:
         for backend in self.backends.values():
             backend.load()

@@ -208,7 +208,8 @@ class BellaSession:
     def start_failed(self, code: ErrorCode, message: str) -> list[Output]:
         """Placement failed: the call is closed (the caller closes the socket)."""
         self.state = BellaState.CLOSED
-        status = Status.CLIENT_ERROR if code is ErrorCode.BAD_REQUEST else Status.SERVER_ERROR
+        client_fault = code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_MODEL)
+        status = Status.CLIENT_ERROR if client_fault else Status.SERVER_ERROR
         err = BellaError(message, kind=code.value, task_id=self.task_id, status=status)
         return [SendText(task_failed(err, self.task_id))]
 
