@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Any, assert_never
 
@@ -38,6 +37,14 @@ from services.gateway.call import (
     FirstAudio,
     TurnCancelled,
     TurnFailed,
+)
+from services.gateway.protocol import (
+    BeginCall,
+    EndCall,
+    ForwardAudio,
+    Output,
+    Refused,
+    SendText,
 )
 from shared.messages import (
     ErrorCode,
@@ -66,38 +73,6 @@ class BellaState(Enum):
     CLOSED = auto()
 
 
-@dataclass(frozen=True)
-class SendText:
-    text: str
-
-
-@dataclass(frozen=True)
-class BeginCall:
-    """Assign replicas and open the call with these options."""
-
-    options: CallOptions
-
-
-@dataclass(frozen=True)
-class EndCall:
-    """The client asked to stop: drain the call."""
-
-
-@dataclass(frozen=True)
-class ForwardAudio:
-    pcm: bytes
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A client frame was refused (its `TaskFailed` is in the same output); for metrics."""
-
-    kind: str
-
-
-Output = SendText | BeginCall | EndCall | ForwardAudio | Refused
-
-
 class BellaSession:
     """Protocol state of one connection on ``/v1/audio/realtime`` or ``/v1/audio/asr/stream``."""
 
@@ -108,12 +83,21 @@ class BellaSession:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         message_id: Callable[[], str] = new_message_id,
     ) -> None:
+        self.protocol = PROTOCOL
         self.answer = answer
         self.state = BellaState.IDLE
         self.task_id = ""
         self.sid = ""
         self._new_id = new_id
         self._message_id = message_id
+
+    @property
+    def stopping(self) -> bool:
+        return self.state is BellaState.STOPPING
+
+    def render_audio(self, turn: int, pcm: bytes, sample_rate: int) -> list[str | bytes]:
+        # Bella sends reply audio as raw binary frames at the rate the client asked for.
+        return [pcm]
 
     # ------------------------------------------------------------------ client frames
 
