@@ -17,14 +17,18 @@ def project_root() -> Path:
 class CommonSettings(BaseSettings):
     """``NATS_URL``, ``VOICE_DATA_DIR``, ``VOICE_LOG_LEVEL``, ``VOICE_LOG_JSON``."""
 
-    model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(
         default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "VOICE_NATS_URL")
     )
-    data_dir: Path = Field(default_factory=lambda: project_root() / ".data")
-    log_level: str = "INFO"
-    log_json: bool = False
+    # Explicit aliases: a subclass's own env_prefix (ASR_, LLM_...) must not hide these.
+    data_dir: Path = Field(
+        default_factory=lambda: project_root() / ".data",
+        validation_alias=AliasChoices("VOICE_DATA_DIR"),
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("VOICE_LOG_LEVEL"))
+    log_json: bool = Field(default=False, validation_alias=AliasChoices("VOICE_LOG_JSON"))
 
     @property
     def model_cache(self) -> Path:

@@ -29,16 +29,16 @@ from http import HTTPStatus
 from typing import Protocol
 
 import websockets
-from nats.micro import ServiceConfig, add_service
+from nats.micro import add_service
 from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.micro.service import Service, ServiceConfig
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from shared import codec, subjects
 from shared.bus import NatsBus
-from shared.errors import DecodeError
+from shared.errors import DecodeError, ProtocolError
 from shared.http import health_response, path_of, response
 from shared.messages import (
     AssignReply,
@@ -230,7 +230,10 @@ class WorkerRuntime:
         if unknown:
             self.metrics.assignments.labels(self._svc.value, "unknown_model").inc()
             reply = AssignReply(
-                sid=msg.sid, replica=self.replica_id, ok=False, code=ErrorCode.UNKNOWN_MODEL,
+                sid=msg.sid,
+                replica=self.replica_id,
+                ok=False,
+                code=ErrorCode.UNKNOWN_MODEL,
                 message=f"no {self._svc.value} backend is configured for model "
                 + ", ".join(repr(m) for m in unknown),
             )
@@ -238,7 +241,10 @@ class WorkerRuntime:
             # Lost a race with the gate: say so; the requester retries on another replica.
             self.metrics.assignments.labels(self._svc.value, "full").inc()
             reply = AssignReply(
-                sid=msg.sid, replica=self.replica_id, ok=False, code=ErrorCode.OVERLOADED,
+                sid=msg.sid,
+                replica=self.replica_id,
+                ok=False,
+                code=ErrorCode.OVERLOADED,
                 message="replica full",
             )
         else:
@@ -277,7 +283,7 @@ class WorkerRuntime:
 
     async def _publish(self, message: WireModel) -> None:
         assert self._bus is not None
-        sid = getattr(message, "sid")
+        sid = getattr(message, "sid")  # noqa: B009 - WireModel itself declares no sid
         self.metrics.messages.labels(self._svc.value, "out", message.__class__.__name__).inc()
         await self._bus.publish(subjects.session_out(sid), message)
 
@@ -298,7 +304,9 @@ class WorkerRuntime:
             if not isinstance(message, self.engine.close_types):
                 await self._publish(
                     ServiceError(
-                        sid=sid, service=self._svc, code=ErrorCode.UNKNOWN_SESSION,
+                        sid=sid,
+                        service=self._svc,
+                        code=ErrorCode.UNKNOWN_SESSION,
                         message=f"{self._svc.value} replica has no session {sid}",
                     )
                 )
@@ -317,12 +325,23 @@ class WorkerRuntime:
             return
         try:
             worker = await self.engine.open_session(message, self._publish)
+        except ProtocolError as exc:
+            # The request itself is wrong (bad template, unknown voice...): say what, once.
+            known = {c.value for c in ErrorCode}
+            code = ErrorCode(exc.code) if exc.code in known else ErrorCode.BAD_REQUEST
+            self.metrics.errors.labels(self._svc.value, code.value).inc()
+            await self._publish(
+                ServiceError(sid=sid, service=self._svc, code=code, message=str(exc))
+            )
+            return
         except Exception as exc:
             log.exception("cannot open session %s", sid)
             self.metrics.errors.labels(self._svc.value, ErrorCode.ENGINE_FAILED.value).inc()
             await self._publish(
                 ServiceError(
-                    sid=sid, service=self._svc, code=ErrorCode.ENGINE_FAILED,
+                    sid=sid,
+                    service=self._svc,
+                    code=ErrorCode.ENGINE_FAILED,
                     message=f"cannot open {self._svc.value} session: {type(exc).__name__}",
                 )
             )
@@ -349,7 +368,9 @@ class WorkerRuntime:
                     self.metrics.errors.labels(self._svc.value, ErrorCode.INTERNAL.value).inc()
                     await self._publish(
                         ServiceError(
-                            sid=sid, service=self._svc, code=ErrorCode.INTERNAL,
+                            sid=sid,
+                            service=self._svc,
+                            code=ErrorCode.INTERNAL,
                             message=f"{self._svc.value} failed on {message.type}",
                         )
                     )
