@@ -231,6 +231,9 @@ class LlmTurn(WireModel):
     text: str | None
     user_item_id: str = ""
     assistant_item_id: str = ""
+    # Failover: the answer's start the client already has (from a replica that was lost);
+    # the model continues after it instead of starting over.
+    resume: str = ""
 
 
 class LlmUpdate(WireModel):
