@@ -143,6 +143,10 @@ class Supervisor:
             self.restarts_total += 1
             await self._spawn(child)
 
+    def names(self) -> list[str]:
+        """Every child's name, in start order."""
+        return [child.spec.name for child in self._children]
+
     def pid_of(self, name: str) -> int | None:
         for child in self._children:
             if child.spec.name == name and child.proc is not None:
