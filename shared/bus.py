@@ -3,7 +3,8 @@
 Services talk to each other only through `Bus`. `NatsBus` applies the settings that
 matter for real-time audio (ARCHITECTURE.md): endless reconnects with a short wait,
 a small publish buffer while disconnected (buffered audio is stale anyway), explicit
-per-subscription pending limits, and slow-consumer errors routed into a metric.
+per-subscription pending limits, and slow-consumer errors, reconnects and the traffic
+per subject (messages and bytes, each way) routed into metrics.
 """
 
 from __future__ import annotations
@@ -48,15 +49,20 @@ class BusCounters(Protocol):
 
     def slow_consumer(self) -> None: ...
     def reconnected(self) -> None: ...
+    def disconnected(self) -> None: ...
     def dropped_publish(self) -> None: ...
     def bad_message(self) -> None: ...
+    def bus_message(self, direction: str, subject: str, size: int) -> None:
+        """One message of ``size`` payload bytes went ``"in"`` or ``"out"`` on ``subject``."""
 
 
 class _NullCounters:
     def slow_consumer(self) -> None: ...
     def reconnected(self) -> None: ...
+    def disconnected(self) -> None: ...
     def dropped_publish(self) -> None: ...
     def bad_message(self) -> None: ...
+    def bus_message(self, direction: str, subject: str, size: int) -> None: ...
 
 
 class Bus(Protocol):
@@ -85,9 +91,7 @@ class NatsBus:
         self._counters = counters
 
     @classmethod
-    async def connect(
-        cls, options: BusOptions, counters: BusCounters | None = None
-    ) -> NatsBus:
+    async def connect(cls, options: BusOptions, counters: BusCounters | None = None) -> NatsBus:
         counters = counters or _NullCounters()
 
         async def on_error(exc: Exception) -> None:
@@ -101,6 +105,7 @@ class NatsBus:
             log.info("nats reconnected")
 
         async def on_disconnect() -> None:
+            counters.disconnected()
             log.warning("nats disconnected")
 
         try:
@@ -131,15 +136,19 @@ class NatsBus:
         return bool(self._nc.is_connected)
 
     async def publish(self, subject: str, message: WireModel) -> None:
+        data = codec.encode(message)
         try:
-            await self._nc.publish(subject, codec.encode(message))
+            await self._nc.publish(subject, data)
         except OutboundBufferLimitError:
             # Disconnected with a full buffer: the audio would be stale by the time it
             # arrived; the sender's replay covers what matters.
             self._counters.dropped_publish()
+            return
+        self._counters.bus_message("out", subject, len(data))
 
     async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
         async def on_msg(msg: Msg) -> None:
+            self._counters.bus_message("in", msg.subject, len(msg.data))
             try:
                 message = codec.decode(msg.data)
             except DecodeError as exc:
@@ -160,14 +169,17 @@ class NatsBus:
         )
 
     async def request(self, subject: str, message: WireModel, *, timeout_s: float) -> Message:
+        data = codec.encode(message)
+        self._counters.bus_message("out", subject, len(data))
         try:
-            reply = await self._nc.request(subject, codec.encode(message), timeout=timeout_s)
+            reply = await self._nc.request(subject, data, timeout=timeout_s)
         except NoRespondersError as exc:
             raise BusError(f"no responders on {subject}") from exc
         except NatsTimeoutError as exc:
             raise BusError(f"request to {subject} timed out") from exc
         if reply.headers and reply.headers.get("Nats-Service-Error-Code"):
             raise BusError(f"{subject}: {reply.headers.get('Nats-Service-Error')}")
+        self._counters.bus_message("in", reply.subject, len(reply.data))
         return codec.decode(reply.data)
 
     async def aclose(self) -> None:
@@ -177,6 +189,6 @@ class NatsBus:
         try:
             async with asyncio.timeout(5):
                 await self._nc.drain()
-        except Exception as exc:  # drain times out or fails when already disconnected
+        except Exception as exc:  # noqa: BLE001 (drain times out or fails when disconnected)
             log.debug("drain failed: %s", exc)
             await self._nc.close()

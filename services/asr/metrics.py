@@ -7,6 +7,7 @@ from prometheus_client import Counter, Histogram
 from shared.metrics import ServiceMetrics
 
 SERVICE = "asr"
+DECODE_KINDS = ("partial", "speculative", "final")
 
 
 class AsrMetrics:
@@ -46,6 +47,11 @@ class AsrMetrics:
             ["service", "result"],
             registry=r,
         )
+
+        # Known label values exist from the start, so rates see the first observation.
+        base.engine_rtf.labels(SERVICE)
+        for kind in DECODE_KINDS:
+            self.decode.labels(SERVICE, kind)
 
     def observe_decode(self, kind: str, elapsed_s: float, rtf: float) -> None:
         self.decode.labels(SERVICE, kind).observe(elapsed_s)

@@ -39,6 +39,10 @@ class TtsMetrics(ServiceMetrics):
             registry=self.registry,
         )
 
+        # Known label values exist from the start, so rates see the first observation.
+        self.engine_rtf.labels(_SVC)
+        self.engine_restarts.labels(_SVC)
+
     def observe_first_audio(self, seconds: float) -> None:
         self.first_audio.labels(_SVC).observe(seconds)
 
