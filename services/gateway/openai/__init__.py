@@ -1,0 +1,1 @@
+"""OpenAI Realtime compatible protocol adapter (``/v1/realtime``), sans-I/O."""
