@@ -9,6 +9,7 @@ from services.asr.metrics import SERVICE, AsrMetrics
 from services.asr.settings import AsrSettings
 from shared.logs import setup_logging
 from shared.metrics import ServiceMetrics
+from shared.routing import RoutingSettings
 from shared.worker import WorkerRuntime
 
 
@@ -16,7 +17,7 @@ def main() -> int:
     settings = AsrSettings()
     setup_logging(settings.log_level, settings.log_json, name=SERVICE)
     metrics = ServiceMetrics(SERVICE)
-    engine = AsrEngine(settings, AsrMetrics(metrics))
+    engine = AsrEngine(settings, AsrMetrics(metrics), RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
     asyncio.run(runtime.run())
     return 0

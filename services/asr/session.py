@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from services.asr.audiobuffer import SAMPLE_RATE, Samples, StreamBuffer
 from services.asr.decoder import (
     DecodeResult,
-    WhisperDecoder,
     normalize_language,
     wall_guard_s,
 )
@@ -41,6 +40,7 @@ from services.asr.endpointer import (
 )
 from services.asr.metrics import SERVICE, AsrMetrics
 from services.asr.pool import DecodePool
+from services.asr.transcriber import Transcriber
 from services.asr.vad import SpeechDetector
 from shared.audio import pcm16_to_float
 from shared.logs import SessionLogger
@@ -72,7 +72,7 @@ _TAIL_MS = 64
 class SessionContext:
     """What every session of a replica shares (the model, the decode thread, metrics)."""
 
-    decoder: WhisperDecoder
+    decoder: Transcriber  # the embedded Whisper or a remote model
     pool: DecodePool
     metrics: AsrMetrics
     partial_interval_ms: int = 400
@@ -82,6 +82,7 @@ class SessionContext:
     language_lock_probability: float = 0.7
     # Encoder context of partials; None: the finals' (then a partial can become the final).
     partial_context_s: float | None = None
+    partials: bool = True  # False: finals only, whatever the session asks (remote models)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class AsrSession:
         self._ctx = ctx
         self._detector = detector
         self._manual = open_msg.manual
-        self._partials = open_msg.partials
+        self._partials = open_msg.partials and ctx.partials
         # None: detect per decode until a confident final fixes the call's language.
         self._requested_language = normalize_language(open_msg.language)
         self._language: str | None = None
@@ -143,7 +144,17 @@ class AsrSession:
             case AudioFrame():
                 await self._on_audio(message)
             case AsrCommit():
-                await self._apply_all(self._endpointer.end_utterance())
+                ended = self._endpointer.end_utterance()
+                await self._apply_all(ended)
+                if not any(isinstance(a, UtteranceEnded) for a in ended):
+                    # Every commit gets exactly one final, empty when nothing was said, so
+                    # the gateway can match commits to transcripts.
+                    now = self._endpointer.now_ms
+                    await self._publish(
+                        TranscriptFinal(
+                            sid=self.sid, index=self._next_index, begin_ms=now, end_ms=now, text=""
+                        )
+                    )
             case AsrClose(flush=flush):
                 if flush:
                     await self._apply_all(self._endpointer.end_utterance())

@@ -13,6 +13,7 @@ from services.llm.engine import EngineOptions, LlmEngine
 from services.llm.metrics import LlmMetrics
 from services.llm.settings import LlmSettings
 from shared.logs import setup_logging
+from shared.routing import RoutingSettings
 from shared.worker import WorkerRuntime
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     settings = LlmSettings()
     setup_logging(settings.log_level, settings.log_json, name="llm")
     metrics = LlmMetrics()
-    engine = LlmEngine(EngineOptions.from_settings(settings), metrics)
+    engine = LlmEngine(EngineOptions.from_settings(settings), metrics, RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
     asyncio.run(runtime.run())
 

@@ -52,6 +52,7 @@ class TokenStream:
         self._ready = asyncio.Event()
         self._stop = threading.Event()
         self._on_coalesce = on_coalesce
+        self._on_stop: list[Callable[[], object]] = []
 
     # ---------------------------------------------------------------- engine thread
 
@@ -82,7 +83,22 @@ class TokenStream:
 
     def stop(self) -> None:
         """Ask the engine to stop at its next chunk; idempotent, never blocks."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        for callback in self._on_stop:
+            try:
+                self._loop.call_soon_threadsafe(callback)
+            except RuntimeError:
+                pass  # the loop is gone: so is what the callback would stop
+
+    def add_stop_callback(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the loop once `stop()` is called (a remote stream closes
+        its connection at once instead of waiting for its next chunk). Loop thread only."""
+        if self._stop.is_set():
+            self._loop.call_soon(callback)
+        else:
+            self._on_stop.append(callback)
 
     # ---------------------------------------------------------------- event loop
 

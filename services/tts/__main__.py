@@ -10,6 +10,7 @@ from services.tts.metrics import TtsMetrics
 from services.tts.settings import TtsSettings
 from services.tts.voices import list_voices
 from shared.logs import setup_logging
+from shared.routing import RoutingSettings
 from shared.worker import WorkerRuntime
 
 
@@ -27,7 +28,7 @@ def main() -> int:
     settings = TtsSettings()
     setup_logging(settings.log_level, settings.log_json, name="tts")
     metrics = TtsMetrics()
-    engine = TtsEngine(settings, metrics)
+    engine = TtsEngine(settings, metrics, routing=RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
     asyncio.run(runtime.run())
     return 0

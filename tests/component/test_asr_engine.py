@@ -174,16 +174,17 @@ async def test_manual_mode_waits_for_commit(engine: AsrEngine, speech: bytes) ->
         assert out.of(TranscriptFinal) == []  # silence does not end a manual turn
         await session.handle(AsrCommit(sid="s"))
         await out.wait_for(lambda: bool(out.of(TranscriptFinal)))
-        # A commit with nothing said since produces nothing.
+        # A commit with nothing said since gets an empty final (one final per commit).
         await stream(session, silence(500), realtime=False, first_seq=seq)
         await session.handle(AsrCommit(sid="s"))
         await session.handle(AsrClose(sid="s"))
     finally:
         await session.aclose()
     assert out.of(VadEvent) == []
-    (final,) = out.of(TranscriptFinal)
-    assert isinstance(final, TranscriptFinal)
+    final, empty = out.of(TranscriptFinal)
+    assert isinstance(final, TranscriptFinal) and isinstance(empty, TranscriptFinal)
     assert "weather" in final.text.lower() and final.index == 0
+    assert empty.text == "" and empty.index == 1
 
 
 async def test_replayed_frames_do_not_shift_stream_time(engine: AsrEngine, speech: bytes) -> None:
