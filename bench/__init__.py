@@ -1,0 +1,1 @@
+"""Benchmarks: single-call latency (``latency.py``) and load/capacity (``load.py``)."""

@@ -1,0 +1,1 @@
+"""The load generator behind ``bench/load.py``: call scripts, client processes, reports."""
