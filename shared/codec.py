@@ -1,7 +1,14 @@
-"""msgpack encoding of wire messages: the only place bytes meet `shared.messages`."""
+"""msgpack encoding of wire messages: the only place bytes meet `shared.messages`.
+
+`decode` is the trust boundary for everything read off the bus: it returns a valid
+message or raises `DecodeError`, for any input (fuzzed in tests/unit/test_fuzz_codec.py).
+Beyond what the models check it refuses non-finite floats: NaN and infinity have no JSON
+form, so one in a timestamp or a variable would turn into an invalid event for a client.
+"""
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Any
 
@@ -22,7 +29,10 @@ def _default(obj: Any) -> Any:
 
 def encode(message: WireModel) -> bytes:
     """Serialize one wire message (bytes fields stay binary)."""
-    return msgpack.packb(message.model_dump(mode="python"), default=_default, use_bin_type=True)
+    data: bytes = msgpack.packb(
+        message.model_dump(mode="python"), default=_default, use_bin_type=True
+    )
+    return data
 
 
 def decode(data: bytes) -> Message:
@@ -37,7 +47,24 @@ def decode(data: bytes) -> Message:
         raise DecodeError(f"not msgpack: {exc}") from exc
     if not isinstance(raw, dict):
         raise DecodeError("message is not a map")
+    if not _all_finite(raw):
+        raise DecodeError("message holds a NaN or infinite number")
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise DecodeError(f"invalid message: {exc.error_count()} error(s)") from exc
+
+
+def _all_finite(raw: dict[Any, Any]) -> bool:
+    # Iterative: msgpack nests up to 1024 levels, deeper than Python's recursion limit.
+    stack: list[Any] = [raw]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True

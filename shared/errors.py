@@ -7,6 +7,7 @@
     +-- BusError                    NATS unavailable or a request failed
     |   +-- OverloadedError         no replica of a service has room for a new call
     |   +-- UnknownModelError       no replica of a service serves a requested model
+    |   +-- StateConflictError      a compare-and-set write to session state lost a race
     +-- EngineError                 an engine backend failed; ``retryable`` says if a retry may help
     +-- ProtocolError               a client sent something its protocol does not allow;
                                     ``code`` is what the peer is told
@@ -51,6 +52,15 @@ class UnknownModelError(BusError):
     def __init__(self, service: str, message: str) -> None:
         super().__init__(message)
         self.service = service
+
+
+class StateConflictError(BusError):
+    """Session state changed since ``revision`` was read (another writer won): re-read it."""
+
+    def __init__(self, key: str, revision: int) -> None:
+        super().__init__(f"state {key!r} changed since revision {revision}")
+        self.key = key
+        self.revision = revision
 
 
 class EngineError(VoiceError):

@@ -79,7 +79,9 @@ def parse_text(text: str) -> ClientCommand:
         return PING
     try:
         raw = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    # ValueError, not only JSONDecodeError: an integer literal over 4300 digits raises a
+    # plain ValueError (CPython's int/str conversion limit).
+    except (ValueError, RecursionError) as exc:
         raise BellaError(
             f"malformed JSON: {exc.__class__.__name__}", kind="malformed_json"
         ) from exc

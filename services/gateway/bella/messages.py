@@ -23,9 +23,11 @@ class BellaModel(BaseModel):
 class Header(BellaModel):
     name: str
     namespace: str = NAMESPACE
-    message_id: str = ""
-    task_id: str = ""
-    appkey: str = ""
+    # Bounded: ``task_id`` is echoed in every event of the task, so an unbounded one would
+    # turn one large Start frame into megabytes of output (the reference uses 32 hex digits).
+    message_id: str = Field(default="", max_length=128)
+    task_id: str = Field(default="", max_length=128)
+    appkey: str = Field(default="", max_length=128)
 
 
 class LlmMain(BellaModel):
@@ -36,7 +38,12 @@ class LlmMain(BellaModel):
 
 
 class LlmWorker(BellaModel):
-    """A worker prompt run before the main model (acted on by a later issue)."""
+    """A worker prompt run around the main model; `services.llm.chain` runs it.
+
+    ``variable_type`` is ``text`` (also ``string``/``str``) or ``json`` (also
+    ``object``); without one, a worker with a ``json_schema`` is ``json``. A
+    ``json_schema`` may be an object or JSON text.
+    """
 
     model: str | None = None
     blocking: bool = False
@@ -46,6 +53,7 @@ class LlmWorker(BellaModel):
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     json_schema: dict[str, Any] | str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)  # our extension; default 256
 
 
 class LlmOption(BellaModel):
@@ -69,6 +77,8 @@ class StartPayload(BellaModel):
     variables: dict[str, Any] = {}
     llm_option: LlmOption | None = None
     tts_option: TtsOption | None = None
+    # Our extension: a persona preset ("qingqing", "qingqing:en"); see docs/conversation.md.
+    persona: str | None = Field(default=None, max_length=100)
 
     @field_validator("format")
     @classmethod
