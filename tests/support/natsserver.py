@@ -43,7 +43,7 @@ def docker_available() -> bool:
     if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
         return False
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=2)
         try:
@@ -103,8 +103,12 @@ class LocalNats:
         self.start()
 
     def pause(self) -> None:
+        """SIGSTOP the server and return once it has actually stopped."""
         assert self.proc
         self.proc.send_signal(signal.SIGSTOP)
+        # The signal is delivered asynchronously; a request sent right after kill() could
+        # still be answered. WUNTRACED reports the stop (we are the parent).
+        os.waitpid(self.proc.pid, os.WUNTRACED)
 
     def resume(self) -> None:
         assert self.proc
@@ -128,7 +132,7 @@ class ContainerNats:
     kind = "testcontainers NatsContainer"
 
     def __init__(self) -> None:
-        from testcontainers.community.nats import NatsContainer  # type: ignore[import-untyped]
+        from testcontainers.community.nats import NatsContainer
 
         self._container = NatsContainer("nats:2.11-alpine").with_command("-js")
         self._container.start()
