@@ -1,0 +1,1 @@
+"""The Coze-style duplex chat protocol (SPEC 3.4)."""

@@ -1,0 +1,1 @@
+"""The Volcengine live-voice-call binary protocol (SPEC 3.3)."""
