@@ -13,7 +13,7 @@ import math
 import unicodedata
 from collections.abc import Sequence
 
-from shared.messages import ChatMessage
+from shared.messages import ChatMessage, HistoryOp
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant on a live call. Everything you write is read "
@@ -116,28 +116,75 @@ def build_messages(
 
 
 def record_turn(
-    history: Sequence[ChatMessage], user: str, answer: str | None, max_history: int
+    history: Sequence[ChatMessage],
+    user: str | None,
+    answer: str | None,
+    max_history: int,
+    *,
+    user_item_id: str = "",
+    assistant_item_id: str = "",
 ) -> tuple[ChatMessage, ...]:
     """History after a turn: the user's words, then the answer when there is one.
 
+    ``user=None`` is a turn that answered the history as it stood (nothing to add).
     ``answer=None`` is a turn whose answer was cancelled or failed: what the user said
     stays, the partial answer (never fully heard) does not.
     """
-    added = [ChatMessage(role="user", content=user)]
+    added = []
+    if user is not None:
+        added.append(ChatMessage(role="user", content=user, item_id=user_item_id))
     if answer:
-        added.append(ChatMessage(role="assistant", content=answer))
+        added.append(ChatMessage(role="assistant", content=answer, item_id=assistant_item_id))
     return cap_history((*history, *added), max_history)
 
 
+def apply_edit(
+    history: Sequence[ChatMessage],
+    op: HistoryOp,
+    *,
+    item_id: str = "",
+    content: str = "",
+    message: ChatMessage | None = None,
+    max_history: int,
+) -> tuple[tuple[ChatMessage, ...], bool]:
+    """History after one edit, and whether the edit found its entry.
+
+    A truncation to ``""`` removes the entry: an answer nobody heard was never said.
+    An edit of an unknown id changes nothing (the entry may already be capped away).
+    """
+    match op:
+        case HistoryOp.APPEND:
+            if message is None:
+                return tuple(history), False
+            return cap_history((*history, message), max_history), True
+        case HistoryOp.TRUNCATE | HistoryOp.DELETE:
+            if not item_id or all(m.item_id != item_id for m in history):
+                return tuple(history), False
+            edited: list[ChatMessage] = []
+            for m in history:
+                if m.item_id != item_id:
+                    edited.append(m)
+                elif op is HistoryOp.TRUNCATE and content:
+                    edited.append(m.model_copy(update={"content": content}))
+            return tuple(edited), True
+    return tuple(history), False
+
+
 def chat_request(
-    messages: list[dict[str, str]], *, max_tokens: int, temperature: float, slot: int | None
+    messages: list[dict[str, str]],
+    *,
+    max_tokens: int,
+    temperature: float,
+    slot: int | None,
+    model: str | None = None,
 ) -> dict[str, object]:
     """The streamed chat-completions request for the engine.
 
     ``id_slot`` pins the session to its own KV cache so the prefix evaluated on the
     previous turn (or by the prefill) is reused; ``-1`` lets the engine pick a slot.
+    ``model`` (the engine routes on it) is left out when the session named none.
     """
-    return {
+    request: dict[str, object] = {
         "messages": messages,
         "stream": True,
         "max_tokens": max_tokens,
@@ -145,3 +192,6 @@ def chat_request(
         "cache_prompt": True,
         "id_slot": -1 if slot is None else slot,
     }
+    if model is not None:
+        request["model"] = model
+    return request

@@ -42,3 +42,9 @@ class LlmSettings(WorkerSettings):
     prefill: bool = True  # evaluate the system prompt when the session opens
     prompt_cache_mib: int = Field(default=256, ge=0)  # llama.cpp's host-RAM prompt cache
     engine_verbosity: int = Field(default=0, ge=-1, le=5)  # llama.cpp log level; 0 = quiet
+    # One JSON line per generation with the rendered messages (debugging templates and
+    # worker chains). It records what callers said: off unless an operator sets a path.
+    prompt_log: Path | None = None
+    # False: a replica for remote models only (see the routing table, VOICE_MODELS_FILE);
+    # the packaged Qwen model is then never loaded.
+    embedded: bool = True

@@ -4,6 +4,7 @@ Chinese, cancel. One replica process (one model load) serves the whole module.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
@@ -16,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,10 +32,14 @@ from shared.messages import (
     LlmEnd,
     LlmOpen,
     LlmTurn,
+    LlmWorkerEvent,
     Message,
     ServiceError,
     ServiceName,
     SessionClosed,
+    VariableType,
+    WorkerSpec,
+    WorkerStatus,
 )
 from shared.placement import assign_replica
 
@@ -51,10 +57,19 @@ class Replica:
 
 
 @pytest.fixture(scope="module")
-def replica(nats_server: Any) -> Iterator[Replica]:
+def prompt_log() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="llm-prompts-") as d:
+        yield Path(d) / "prompts.jsonl"
+
+
+@pytest.fixture(scope="module")
+def replica(nats_server: Any, prompt_log: Path) -> Iterator[Replica]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "NATS_"))
-    } | {"NATS_URL": nats_server.url, "LLM_MAX_SESSIONS": "2", "PYTHONUNBUFFERED": "1"}
+    } | {
+        "NATS_URL": nats_server.url, "LLM_MAX_SESSIONS": "2", "PYTHONUNBUFFERED": "1",
+        "LLM_PROMPT_LOG": str(prompt_log),
+    }
     with tempfile.TemporaryFile(mode="w+") as log:
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -149,7 +164,10 @@ async def call(replica: Replica) -> AsyncIterator[Call]:
 
 
 def check_turn(seen: list[Message], end: LlmEnd) -> str:
-    turn = [m for m in seen if getattr(m, "turn", None) == end.turn]
+    turn = [
+        m for m in seen
+        if getattr(m, "turn", None) == end.turn and not isinstance(m, LlmWorkerEvent)
+    ]
     assert isinstance(turn[0], LlmBegin)
     deltas = [m for m in turn if isinstance(m, LlmDelta)]
     assert deltas, "no delta streamed"
@@ -189,6 +207,122 @@ async def test_cancel_after_the_first_delta_stops_the_stream(call: Call) -> None
     old = [m for m in call.received if isinstance(m, LlmDelta) and m.turn == 1]
     assert len(old) < 20, "turn 1 kept streaming after its cancel"
     check_turn(seen, end)
+
+
+async def open_chain(replica: Replica, opened: LlmOpen) -> tuple[NatsBus, Call]:
+    bus = await NatsBus.connect(BusOptions(url=replica.url, name="llm-chain-test"))
+    c = Call(bus, await assign_replica(bus, LLM, opened.sid), opened.sid)
+    await bus.subscribe(subjects.session_out(opened.sid), c.on_message)
+    await bus.nc.flush()
+    await c.send(opened)
+    return bus, c
+
+
+async def close_chain(bus: NatsBus, c: Call) -> None:
+    try:
+        await c.send(LlmClose(sid=c.sid))
+        while not isinstance(await c.next(), SessionClosed):
+            pass
+    finally:
+        await bus.aclose()
+
+
+def prompts(path: Path, sid: str) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["sid"] == sid]
+
+
+def worker_events(c: Call, turn: int) -> dict[str, list[LlmWorkerEvent]]:
+    found: dict[str, list[LlmWorkerEvent]] = {}
+    for m in c.received:
+        if isinstance(m, LlmWorkerEvent) and m.turn == turn:
+            found.setdefault(m.variable_name, []).append(m)
+    return found
+
+
+async def test_worker_chain_feeds_the_main_prompt(replica: Replica, prompt_log: Path) -> None:
+    sid = uuid.uuid4().hex[:12]
+    workers = (
+        # The seed's convention: a blocking rewrite worker replaces the user's words.
+        WorkerSpec(
+            variable_name="rewrite_user_message", max_tokens=16, temperature=0.0,
+            sys_prompt="Rewrite the user's message as one clear question. Output only it.",
+        ),
+        WorkerSpec(
+            variable_name="info", variable_type=VariableType.JSON, max_tokens=12,
+            temperature=0.0, sys_prompt="You output JSON only.",
+            json_schema={"type": "object", "properties": {"city": {"type": "string"}},
+                         "required": ["city"]},
+            prompt='Output exactly this JSON and nothing else: {"city": "Paris"}',
+        ),
+        # Non-blocking, and its output can never match: an error, and the call goes on.
+        WorkerSpec(
+            variable_name="never", variable_type=VariableType.JSON, max_tokens=4,
+            blocking=False, temperature=0.0, json_schema={"required": ["never_there_key"]},
+            prompt="Say hello.",
+        ),
+    )
+    opened = LlmOpen(
+        sid=sid, temperature=0.0, max_tokens=8, workers=workers,
+        system_prompt="You are brief. Caller: {{ caller }} in {{ info.city }}.",
+        variables={"caller": "Ann"},
+    )
+    bus, c = await open_chain(replica, opened)
+    try:
+        seen, end = await c.answer(1, "um so like capital of france what is it")
+        check_turn(seen, end)
+        # Worker events come before the answer begins.
+        first_begin = next(i for i, m in enumerate(seen) if isinstance(m, LlmBegin))
+        assert all(isinstance(m, LlmWorkerEvent) for m in seen[:first_begin])
+        while len(worker_events(c, 1).get("never", [])) < 2:
+            await c.next()
+        events = worker_events(c, 1)
+        rewrite, info, never = events["rewrite_user_message"], events["info"], events["never"]
+        assert [e.status for e in rewrite] == [WorkerStatus.BEGIN, WorkerStatus.END]
+        assert [e.status for e in never] == [WorkerStatus.BEGIN, WorkerStatus.ERROR]
+        assert "json" in never[1].message.lower()
+        assert info[-1].status is WorkerStatus.END, info[-1].message
+        assert json.loads(info[-1].result or "") == {"city": "Paris"}
+
+        main = [r for r in prompts(prompt_log, sid) if r["stage"] == "main"]
+        assert len(main) == 1
+        messages = main[0]["messages"]
+        assert messages[0] == {"role": "system", "content": "You are brief. Caller: Ann in Paris."}
+        assert messages[-1] == {"role": "user", "content": rewrite[1].result}
+    finally:
+        await close_chain(bus, c)
+
+
+async def test_cancel_reports_running_workers_cancelled(replica: Replica) -> None:
+    sid = uuid.uuid4().hex[:12]
+    worker = WorkerSpec(
+        variable_name="story", blocking=True, max_tokens=400, temperature=0.0,
+        prompt="Count from one to two hundred in words.",
+    )
+    bus, c = await open_chain(replica, LlmOpen(sid=sid, max_tokens=8, workers=(worker,)))
+    try:
+        await c.send(LlmTurn(sid=sid, turn=1, text="hello"))
+        while not isinstance(m := await c.next(), LlmWorkerEvent) or m.status != "begin":
+            pass
+        await c.cancel(1)
+        while not isinstance(m := await c.next(), LlmWorkerEvent) or m.status != "cancelled":
+            assert not isinstance(m, LlmBegin | ServiceError), m
+        assert m.variable_name == "story" and m.turn == 1
+    finally:
+        await close_chain(bus, c)
+
+
+async def test_bad_template_is_refused_at_open(replica: Replica) -> None:
+    sid = uuid.uuid4().hex[:12]
+    bus, c = await open_chain(
+        replica, LlmOpen(sid=sid, system_prompt="{{ ''.__class__.__mro__[1] }}")
+    )
+    try:
+        error = await c.next()
+        assert isinstance(error, ServiceError) and error.code == "bad_request", error
+        assert "'__mro__' is not allowed" in error.message
+    finally:
+        await bus.aclose()
 
 
 def scrape(port: int) -> str:

@@ -3,9 +3,11 @@ as separate processes over a real NATS), with speech made by espeak-ng at test t
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,13 +27,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 API_KEY = "e2e-test-key"
 
 
+@pytest.fixture(scope="module")
+def prompt_log() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="e2e-prompts-") as d:
+        yield Path(d) / "prompts.jsonl"
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(nats_server: object) -> AsyncIterator[RunningStack]:
+async def stack(nats_server: object, prompt_log: Path) -> AsyncIterator[RunningStack]:
     options = StackOptions(
         data_dir=CommonSettings().data_dir,
         nats_url=getattr(nats_server, "url"),
         gateway_port=free_port(),
         api_keys=(API_KEY,),
+        # The LLM records what its models were given: the worker chain tests read it.
+        extra_env={"LLM_PROMPT_LOG": str(prompt_log)},
     )
     async with running_stack(options, echo=lambda line: None) as running:
         yield running
@@ -139,3 +149,85 @@ async def test_stop_mid_utterance_drains_the_answer(
         assert audio.size / 16000 >= 0.5  # 16 kHz output as asked
     finally:
         await call.aclose()
+
+
+# --------------------------------------------------------------------------- worker chain
+
+# The Bella documentation's rewrite worker, verbatim (its JSON text, decoded).
+SEED_REWRITE_WORKER = json.loads(
+    r"""{"model": "default", "blocking": true, "variable_name": "rewrite_user_message",
+    "sys_prompt": "你是一个user message rewrite专家,负责将基于voice转录的用户消息进行改写,让其更通顺和连贯,同时完成必须的指代消歧。不要解释,直接改写,如果不需要改写,则直接输出用户的原始内容",
+    "prompt": "## 用户历史对话\n<history_messages>\n{% for message in history_messages %}\n{% if message.role == \"user\" %}\n <user timestamp=\"{{loop.index}}\">{{{ message.content }}}</user>\n{% elif message.role == \"assistant\" %}\n <agent timestamp=\"{{loop.index}}\">{{{ message.content }}}</agent>\n{% endif %}\n{% endfor %}\n\n</history_messages>\n\n## 用户最新消息\n<user_message>\n {{user_message}}\n</user_message>\n\n请进行消息改写吧!\n"}"""
+)
+
+
+async def test_worker_chain_through_the_gateway(
+    stack: RunningStack, question: bytes, prompt_log: Path
+) -> None:
+    workers = [
+        # Verbatim but for our max_tokens extension, which keeps the test short.
+        {**SEED_REWRITE_WORKER, "temperature": 0.0, "max_tokens": 24},
+        {"blocking": True, "variable_name": "info", "variable_type": "json",
+         "temperature": 0.0, "max_tokens": 16, "sys_prompt": "You output JSON only.",
+         "prompt": 'Output exactly this JSON and nothing else: {"city": "Paris"}',
+         "json_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                         "required": ["city"]}},
+        {"blocking": False, "variable_name": "never", "variable_type": "json",
+         "json_schema": {"required": ["never_there_key"]}, "prompt": "Say hello.",
+         "max_tokens": 4},
+    ]
+    payload = _start_payload(
+        llm_option={"main": {"temperature": 0.0,
+                             "sys_prompt": "Answer in a few words. City: {{ info.city }}."},
+                    "workers": workers},
+    )
+    call = await BellaCall.open(f"{stack.gateway_url}/v1/audio/realtime", stack.api_key)
+    try:
+        started = await call.start(payload)
+        assert started.name == "TranscriptionStarted", started.payload
+        await call.send_audio(question + silence(1.5), realtime=False)
+        await call.wait_for(lambda r: r.name == "LLM_CHAT_END", timeout_s=180)
+        await call.wait_for(
+            lambda r: r.name == "LLM_WORKER_ERROR" and r.payload["variable_name"] == "never",
+            timeout_s=60,
+        )
+        sid = started.payload["session_id"]
+        names = call.names()
+        # Blocking workers report before the answer begins.
+        chat_begin = names.index("LLM_CHAT_BEGIN")
+        ends = {r.payload["variable_name"]: (i, r) for i, r in enumerate(call.received)
+                if r.name == "LLM_WORKER_END"}
+        assert set(ends) == {"rewrite_user_message", "info"}, ends
+        assert all(i < chat_begin for i, _ in ends.values())
+        assert names.index("SentenceEnd") < names.index("LLM_WORKER_BEGIN") < chat_begin
+        error = next(r for r in call.received if r.name == "LLM_WORKER_ERROR")
+        assert error.header["status"] == 50000000 and "json" in error.payload["message"].lower()
+
+        main = [r for r in _prompts(prompt_log, sid) if r["stage"] == "main"]
+        assert len(main) == 1
+        system, user = main[0]["messages"][0], main[0]["messages"][-1]
+        # The rewrite replaced the user's words; the JSON result filled the system prompt.
+        assert user == {"role": "user", "content": ends["rewrite_user_message"][1].payload["data"]}
+        assert json.loads(ends["info"][1].payload["data"]) == {"city": "Paris"}
+        assert system["content"] == "Answer in a few words. City: Paris."
+    finally:
+        await call.aclose()
+
+
+async def test_template_reaching_python_internals_is_refused(stack: RunningStack) -> None:
+    call = await BellaCall.open(f"{stack.gateway_url}/v1/audio/realtime", stack.api_key)
+    try:
+        payload = _start_payload(
+            llm_option={"main": {"sys_prompt": "{{ ''.__class__.__mro__[1].__subclasses__() }}"}}
+        )
+        failed = await call.start(payload)
+        assert failed.name == "TaskFailed"
+        assert failed.header["status"] == 40000000
+        assert "is not allowed" in failed.payload["message"]
+    finally:
+        await call.aclose()
+
+
+def _prompts(path: Path, sid: str) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["sid"] == sid]

@@ -8,24 +8,17 @@ from typing import Any
 
 import pytest
 
-from services.gateway.bella.session import (
-    BeginCall,
-    BellaSession,
-    BellaState,
-    EndCall,
-    ForwardAudio,
-    Output,
-    Refused,
-    SendText,
-)
+from services.gateway.bella.session import BellaSession, BellaState
 from services.gateway.call import (
     CallCompleted,
     CallEvent,
     CallFailed,
+    CancelReason,
     FirstAudio,
     TurnCancelled,
     TurnFailed,
 )
+from services.gateway.protocol import BeginCall, EndCall, ForwardAudio, Output, Refused, SendText
 from shared.messages import (
     ErrorCode,
     LlmBegin,
@@ -241,7 +234,8 @@ def test_llm_and_tts_events() -> None:
     assert one(LlmDelta(sid="s", turn=1, seq=1, text="Hi"))[2]["data"] == "Hi"
     name, _, p = one(LlmEnd(sid="s", turn=1, text="Hi there", ttft_ms=80.0))
     assert (name, p["data"]) == ("LLM_CHAT_END", "Hi there")
-    assert one(TurnCancelled(1))[0] == "LLM_CHAT_CANCELLED"
+    cancelled = TurnCancelled(1, CancelReason.TURN_DETECTED, "", "", 0.0)
+    assert one(cancelled)[0] == "LLM_CHAT_CANCELLED"
     assert one(TtsBegin(sid="s", turn=1))[0] == "TTS_BEGIN"
     assert one(FirstAudio(1, 412.6))[::2] == ("TTS_TTFT", {"data": None, "latency": 413})
     assert one(FirstAudio(1, None))[2]["latency"] == -1

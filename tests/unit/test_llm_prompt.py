@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from services.llm.prompt import (
     DEFAULT_SYSTEM_PROMPT,
+    apply_edit,
     build_messages,
     cap_history,
     chat_request,
@@ -16,7 +17,7 @@ from services.llm.prompt import (
     fit_history,
     record_turn,
 )
-from shared.messages import ChatMessage
+from shared.messages import ChatMessage, HistoryOp
 
 BIG = 100_000
 
@@ -37,7 +38,9 @@ def test_empty_system_prompt_gets_the_voice_default() -> None:
 
 def test_messages_are_system_then_history_then_user() -> None:
     history = (u("hi"), a("hello"))
-    messages = build_messages("Persona.", history, "how are you?", max_history=20, budget_tokens=BIG)
+    messages = build_messages(
+        "Persona.", history, "how are you?", max_history=20, budget_tokens=BIG
+    )
     assert messages == [
         {"role": "system", "content": "Persona."},
         {"role": "user", "content": "hi"},
@@ -134,3 +137,38 @@ def test_fitted_history_is_a_suffix_that_fits_once_anything_was_dropped(
         assert not kept or kept[0].role == "user"
         cost = sum(estimate_tokens(m.content) + 5 for m in (u("sys"), *kept, u("user")))
         assert not kept or cost <= budget
+
+
+def _item(role: str, content: str, item_id: str) -> ChatMessage:
+    return ChatMessage(role=role, content=content, item_id=item_id)  # type: ignore[arg-type]
+
+
+def test_record_turn_keeps_item_ids_and_text_none_adds_only_the_answer() -> None:
+    history = record_turn((), "hi", "hello", 20, user_item_id="u1", assistant_item_id="a1")
+    assert history == (_item("user", "hi", "u1"), _item("assistant", "hello", "a1"))
+    after = record_turn(history, None, "more", 20, assistant_item_id="a2")
+    assert after[-1] == _item("assistant", "more", "a2") and len(after) == 3
+
+
+def test_history_edits_by_item_id() -> None:
+    history = (_item("user", "hi", "u1"), _item("assistant", "hello there friend", "a1"))
+    cut, found = apply_edit(
+        history, HistoryOp.TRUNCATE, item_id="a1", content="hello", max_history=20
+    )
+    assert found and cut[-1].content == "hello" and cut[-1].item_id == "a1"
+    gone, found = apply_edit(history, HistoryOp.TRUNCATE, item_id="a1", content="", max_history=20)
+    assert found and gone == history[:1]
+    deleted, found = apply_edit(history, HistoryOp.DELETE, item_id="u1", max_history=20)
+    assert found and deleted == history[1:]
+    same, found = apply_edit(history, HistoryOp.DELETE, item_id="nope", max_history=20)
+    assert not found and same == history
+    added, found = apply_edit(
+        history, HistoryOp.APPEND, message=_item("user", "again", "u2"), max_history=2
+    )
+    assert found and added == (_item("user", "again", "u2"),)  # capped, starting at a user
+
+
+def test_chat_request_names_the_model_only_when_given() -> None:
+    plain = chat_request([], max_tokens=8, temperature=0.1, slot=None)
+    assert "model" not in plain and plain["id_slot"] == -1
+    assert chat_request([], max_tokens=8, temperature=0.1, slot=2, model="m")["model"] == "m"

@@ -29,15 +29,25 @@ from services.gateway.bella.codec import (
     task_failed,
 )
 from services.gateway.bella.messages import Ping, StartTranscription, StopTranscription
+from services.gateway.bella.options import call_options
 from services.gateway.call import (
     CallCompleted,
     CallEvent,
     CallFailed,
-    CallOptions,
+    CommandFailed,
     FirstAudio,
+    InputCleared,
+    InputCommitted,
+    ItemDeleted,
+    ItemTruncated,
+    SpeechStarted,
+    SpeechStopped,
     TurnCancelled,
     TurnFailed,
+    TurnStarted,
+    UserItem,
 )
+from services.gateway.conversation import ConversationDefaults
 from services.gateway.protocol import (
     BeginCall,
     EndCall,
@@ -51,6 +61,7 @@ from shared.messages import (
     LlmBegin,
     LlmDelta,
     LlmEnd,
+    LlmWorkerEvent,
     SentenceBegin,
     ServiceName,
     TranscriptFinal,
@@ -59,7 +70,7 @@ from shared.messages import (
     TtsEnd,
     TtsSegment,
     VadEvent,
-    VadOptions,
+    WorkerStatus,
 )
 
 PROTOCOL = "bella"
@@ -82,8 +93,10 @@ class BellaSession:
         answer: bool,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         message_id: Callable[[], str] = new_message_id,
+        conversation: ConversationDefaults | None = None,
     ) -> None:
         self.protocol = PROTOCOL
+        self._conversation = conversation or ConversationDefaults()
         self.answer = answer
         self.state = BellaState.IDLE
         self.task_id = ""
@@ -137,31 +150,22 @@ class BellaSession:
                     task_id=cmd.header.task_id,
                 )
             )
-        self.task_id = cmd.header.task_id or self._new_id()
-        self.sid = self._new_id()
+        task_id = cmd.header.task_id or self._new_id()
+        sid = self._new_id()
+        try:
+            options = call_options(
+                cmd.payload,
+                sid=sid,
+                answer=self.answer,
+                task_id=task_id,
+                defaults=self._conversation,
+            )
+        except BellaError as exc:
+            return self._refuse(exc)  # the connection stays usable for a corrected Start
+        self.task_id = task_id
+        self.sid = sid
         self.state = BellaState.STARTING
-        return [BeginCall(self._options(cmd))]
-
-    def _options(self, cmd: StartTranscription) -> CallOptions:
-        p = cmd.payload
-        vad = VadOptions()
-        if p.max_sentence_silence is not None:
-            vad = VadOptions(silence_duration_ms=p.max_sentence_silence)
-        main = p.llm_option.main if p.llm_option and p.llm_option.main else None
-        tts = p.tts_option
-        # Workers, prompt templates, variables and model names reach the LLM once the wire
-        # messages carry them (see the LLM_WORKER_* placeholder in `render`).
-        return CallOptions(
-            sid=self.sid,
-            answer=self.answer,
-            client_rate=p.sample_rate,
-            partials=p.enable_intermediate_result,
-            vad=vad,
-            system_prompt=(main.sys_prompt or "") if main else "",
-            temperature=main.temperature if main and main.temperature is not None else 0.7,
-            voice=tts.voice if tts else None,
-            tts_rate=tts.sample_rate if tts else 24000,
-        )
+        return [BeginCall(options)]
 
     def _on_stop(self, cmd: StopTranscription) -> list[Output]:
         if self.state is not BellaState.STARTED:
@@ -252,8 +256,8 @@ class BellaSession:
                 return [e("TranscriptionResultChanged", _sentence(event, event.text, 0.0))]
             case TranscriptFinal():
                 return [e("SentenceEnd", _sentence(event, event.text, event.confidence))]
-            # LLM_WORKER_BEGIN / _END / _CANCELLED / _ERROR go here once the LLM reports its
-            # worker stages; they come between SentenceEnd and LLM_CHAT_BEGIN.
+            case LlmWorkerEvent():
+                return [self._worker_event(event)]
             case LlmBegin():
                 return [e("LLM_CHAT_BEGIN", {"data": None})]
             case LlmDelta():
@@ -286,8 +290,34 @@ class BellaSession:
                 return [e("TranscriptionCompleted"), e("SESSION_CLOSE")]
             case CallFailed():
                 return [self._call_failed(event), e("SESSION_CLOSE")]
+            case (
+                SpeechStarted()
+                | SpeechStopped()
+                | InputCommitted()
+                | InputCleared()
+                | UserItem()
+                | TurnStarted()
+                | ItemTruncated()
+                | ItemDeleted()
+                | CommandFailed()
+            ):
+                return []  # conversation items and client commands: Bella has neither
             case _:
                 assert_never(event)
+
+    def _worker_event(self, event: LlmWorkerEvent) -> str:
+        name = f"LLM_WORKER_{event.status.value.upper()}"
+        payload: dict[str, Any] = {"data": event.result, "variable_name": event.variable_name}
+        if event.status is not WorkerStatus.ERROR:
+            return self._event(name, payload)
+        # A failed worker does not fail the turn: the call goes on without its variable.
+        payload["message"] = event.message
+        return self._event(
+            name,
+            payload,
+            status=Status.SERVER_ERROR,
+            message=status_message(Status.SERVER_ERROR, "worker_failed", event.message, "LLM"),
+        )
 
     def _turn_failed(self, event: TurnFailed) -> str:
         source = event.service.value.upper()
