@@ -68,6 +68,20 @@ def cap_history(history: Sequence[ChatMessage], max_messages: int) -> tuple[Chat
     return _drop_to_user_start(history[-max_messages:])
 
 
+def grow_history(history: Sequence[ChatMessage], max_messages: int) -> tuple[ChatMessage, ...]:
+    """``history`` after messages were added: capped with hysteresis.
+
+    A sliding window that drops the oldest exchange on every turn changes the start of
+    the prompt every turn, and the engine's prompt cache (which reuses the longest common
+    prefix) then re-evaluates the whole history each time: time to first token grows with
+    the history. Over the cap we cut a quarter more, so the prefix stays put for several
+    turns. The history never exceeds ``max_messages``.
+    """
+    if len(history) <= max_messages:
+        return tuple(history)
+    return cap_history(history, max_messages - max_messages // 4)
+
+
 def fit_history(
     system: str, history: Sequence[ChatMessage], user: str | None, budget_tokens: int
 ) -> tuple[ChatMessage, ...]:
@@ -135,7 +149,7 @@ def record_turn(
         added.append(ChatMessage(role="user", content=user, item_id=user_item_id))
     if answer:
         added.append(ChatMessage(role="assistant", content=answer, item_id=assistant_item_id))
-    return cap_history((*history, *added), max_history)
+    return grow_history((*history, *added), max_history)
 
 
 def apply_edit(
@@ -156,7 +170,7 @@ def apply_edit(
         case HistoryOp.APPEND:
             if message is None:
                 return tuple(history), False
-            return cap_history((*history, message), max_history), True
+            return grow_history((*history, message), max_history), True
         case HistoryOp.TRUNCATE | HistoryOp.DELETE:
             if not item_id or all(m.item_id != item_id for m in history):
                 return tuple(history), False

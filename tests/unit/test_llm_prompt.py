@@ -79,6 +79,18 @@ def test_record_turn_appends_the_exchange_and_caps() -> None:
     assert record_turn(history, "2", "2a", 2) == (u("2"), a("2a"))
 
 
+def test_history_over_the_cap_is_cut_deeper_so_the_prompt_prefix_stays_put() -> None:
+    history: tuple[ChatMessage, ...] = ()
+    lengths = []
+    for i in range(12):
+        history = record_turn(history, str(i), f"{i}a", 8)
+        lengths.append(len(history))
+    # 8 is the cap; past it the oldest 2 exchanges go at once, then it grows again.
+    assert lengths == [2, 4, 6, 8, 6, 8, 6, 8, 6, 8, 6, 8]
+    assert history[-2:] == (u("11"), a("11a"))
+    assert max(lengths) <= 8
+
+
 def test_cancelled_answer_is_not_recorded_but_the_user_words_are() -> None:
     history = (u("1"), a("1a"))
     assert record_turn(history, "2", None, 20) == (u("1"), a("1a"), u("2"))
