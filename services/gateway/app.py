@@ -11,17 +11,25 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from services.gateway.auth import CallLimiter, KeyRing, presented_key
-from services.gateway.connection import BellaConnection, Context
+from services.gateway.auth import CallLimiter, KeyRing, presented_key, redact_handshake_logs
+from services.gateway.bella.session import BellaSession
+from services.gateway.connection import CallConnection, Context
+from services.gateway.conversation import ConversationDefaults
+from services.gateway.coze.session import CozeSession
 from services.gateway.metrics import GatewayMetrics, RejectReason
+from services.gateway.openai.session import OpenAiSession
+from services.gateway.protocol import Output, ProtocolSession
 from services.gateway.settings import GatewaySettings
+from services.gateway.volcengine.session import VolcengineSession
 from shared.bus import NatsBus
 from shared.http import health_response, path_of, response
 
@@ -30,24 +38,78 @@ log = logging.getLogger(__name__)
 ReadyCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
+class Protocol(StrEnum):
+    BELLA = "bella"
+    OPENAI = "openai"
+    VOLCENGINE = "volcengine"
+    COZE = "coze"
+
+
 @dataclass(frozen=True)
 class Route:
     """A WebSocket endpoint: which protocol adapter, with or without an answer."""
 
     endpoint: str  # metric label
-    answer: bool  # LLM + TTS, or transcription only
+    protocol: Protocol
+    answer: bool  # LLM + TTS, or transcription only (OpenAI: the session type decides)
 
 
 ROUTES: dict[str, Route] = {
-    "/v1/audio/realtime": Route("bella_realtime", answer=True),
-    "/v1/audio/asr/stream": Route("bella_asr", answer=False),
+    "/v1/audio/realtime": Route("bella_realtime", Protocol.BELLA, answer=True),
+    "/v1/audio/asr/stream": Route("bella_asr", Protocol.BELLA, answer=False),
+    "/v1/realtime": Route("openai_realtime", Protocol.OPENAI, answer=True),
+    "/api/live_voice_call/chat": Route("volcengine_chat", Protocol.VOLCENGINE, answer=True),
+    "/v1/chat": Route("coze_chat", Protocol.COZE, answer=True),
 }
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    session: ProtocolSession
+    greeting: list[Output]
+    drain_code: int
+    half_duplex: bool = False
+
+
+def _half_duplex(query: dict[str, list[str]]) -> bool:
+    """``?duplex=half`` on any endpoint: the user is not heard while the assistant talks."""
+    value = query.get("duplex", ["full"])[0]
+    if value not in ("full", "half"):
+        raise ValueError(f"duplex must be 'full' or 'half', not {value!r}")
+    return value == "half"
+
+
+def _adapter(route: Route, request: Request, conversation: ConversationDefaults) -> _Adapter:
+    """The protocol adapter of a new connection, from its route and upgrade request."""
+    query = parse_qs(urlsplit(request.path).query)
+    half = _half_duplex(query)
+    if route.protocol is Protocol.BELLA:
+        bella = BellaSession(answer=route.answer, conversation=conversation)
+        return _Adapter(bella, [], CloseCode.GOING_AWAY, half)
+    if route.protocol is Protocol.VOLCENGINE:
+        volc = VolcengineSession(query, conversation=conversation)
+        return _Adapter(volc, volc.opened(), CloseCode.GOING_AWAY, half)
+    if route.protocol is Protocol.COZE:
+        coze = CozeSession(query, conversation=conversation)
+        return _Adapter(coze, coze.opened(), CloseCode.GOING_AWAY, half)
+    intent = query.get("intent", [""])[0]
+    model = query.get("model", [None])[0]
+    # Beta clients announce themselves; they get the beta event names and session shape.
+    beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", "")
+    session = OpenAiSession(
+        beta=beta,
+        kind="transcription" if intent == "transcription" else "realtime",
+        model=model,
+    )
+    # 1012 (service restart) on drain: the SDKs reconnect, to another replica.
+    return _Adapter(session, session.opened(), CloseCode.SERVICE_RESTART, half)
 
 
 @dataclass(frozen=True)
 class _Admission:
     route: Route
-    key_id: int
+    key_id: str
+    adapter: _Adapter
 
 
 class Gateway:
@@ -61,19 +123,22 @@ class Gateway:
         ready: ReadyCheck,
     ) -> None:
         self._settings = settings
+        # Checked once at start: a wrong GATEWAY_DEFAULT_PERSONA stops the gateway.
+        self._conversation = ConversationDefaults.from_settings(settings)
         self._ctx = Context(settings=settings, bus=bus, metrics=metrics)
         self._metrics = metrics
         self._ready = ready
-        self._keys = KeyRing(settings.api_keys)
+        self._keys = KeyRing(settings.api_keys, file=settings.api_keys_file)
+        redact_handshake_logs()
         self._limiter = CallLimiter(settings.max_calls_per_key)
         self._admitted: dict[ServerConnection, _Admission] = {}
-        self._calls: set[BellaConnection] = set()
+        self._calls: set[CallConnection] = set()
         self._server: Server | None = None
         self._tg = asyncio.TaskGroup()
         self._draining = False
         self.port = 0
         if not len(self._keys):
-            log.warning("no API keys configured (GATEWAY_API_KEYS): every call is refused")
+            log.warning("no API keys configured (GATEWAY_API_KEYS[_FILE]): every call is refused")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,18 +224,23 @@ class Gateway:
         if self._draining:
             self._metrics.rejected(RejectReason.DRAINING)
             return response(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        try:
+            adapter = _adapter(route, request, self._conversation)
+        except ValueError as exc:
+            self._metrics.rejected(RejectReason.BAD_REQUEST)
+            return response(HTTPStatus.BAD_REQUEST, f"{exc}\n")
         if not self._limiter.acquire(key_id):
             self._metrics.rejected(RejectReason.OVER_KEY_LIMIT)
             return response(
                 HTTPStatus.TOO_MANY_REQUESTS, "too many concurrent calls for this key\n"
             )
-        self._admitted[conn] = _Admission(route, key_id)
+        self._admitted[conn] = _Admission(route, key_id, adapter)
         # Released when the TCP connection is gone, whether or not the upgrade completed
         # (a client may vanish between this check and the handler).
         self._tg.create_task(self._release_when_closed(conn, key_id))
         return None
 
-    async def _release_when_closed(self, conn: ServerConnection, key_id: int) -> None:
+    async def _release_when_closed(self, conn: ServerConnection, key_id: str) -> None:
         try:
             await conn.wait_closed()
         finally:
@@ -184,8 +254,15 @@ class Gateway:
         if admission is None:  # cannot happen: every upgrade went through _process_request
             await ws.close(CloseCode.INTERNAL_ERROR, "not admitted")
             return
-        call = BellaConnection(
-            ws, self._ctx, answer=admission.route.answer, endpoint=admission.route.endpoint
+        adapter = admission.adapter
+        call = CallConnection(
+            ws,
+            self._ctx,
+            adapter.session,
+            endpoint=admission.route.endpoint,
+            greeting=adapter.greeting,
+            drain_code=adapter.drain_code,
+            half_duplex=adapter.half_duplex,
         )
         self._calls.add(call)
         try:

@@ -1,25 +1,32 @@
-"""The asyncio layer of one Bella WebSocket: it only moves data.
+"""The asyncio layer of one client WebSocket, whatever its protocol: it only moves data.
 
 Per connection, in one TaskGroup:
 
-* the reader (the task that runs `run`) reads the socket, feeds the Bella adapter and
-  the call core, and publishes client audio to ASR;
+* the reader (the task that runs `run`) reads the socket, feeds the protocol adapter
+  (a `ProtocolSession`) and carries out its outputs on the call core;
 * the inbound task takes the services' messages from a bounded queue (fed by this call's
   NATS subscription) into the call core;
-* the writer sends events and reply audio from a bounded outbound queue.
+* the writer sends events and reply audio from a bounded outbound queue, and tells the
+  core which reply audio really went out (what the user heard, for barge-in).
 
-Decisions live in `BellaSession` (protocol) and `CallCore` (pipeline); here they are
+Decisions live in the adapter (protocol) and `CallCore` (pipeline); here they are
 carried out. Overflow policies: the inbound queue blocks its producer (the NATS
 subscription callback, whose own pending limits then apply and count slow consumers);
 the outbound queue never blocks: a client that lets it fill up is not reading and is
 disconnected (`SlowClientError`) instead of being buffered without bound.
+
+Cancelled turns: the core says `DropAudio(turn)`; every queued audio frame of that turn
+(or an older one) is skipped by the writer, so nothing of it reaches the client after the
+cancel event, which is queued after the drop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -28,19 +35,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from services.gateway.bella.session import (
-    PROTOCOL,
-    BeginCall,
-    BellaSession,
-    BellaState,
-    EndCall,
-    ForwardAudio,
-    Output,
-    Refused,
-    SendText,
-)
 from services.gateway.call import (
     Action,
+    BargeIn,
     CallCore,
     CallOptions,
     DropAudio,
@@ -51,6 +48,26 @@ from services.gateway.call import (
     SendAudio,
 )
 from services.gateway.metrics import GatewayMetrics, RejectReason
+from services.gateway.protocol import (
+    AddUserText,
+    AudioOut,
+    BeginCall,
+    CancelResponse,
+    ClearInput,
+    CloseConnection,
+    CommitInput,
+    DeleteItem,
+    EndCall,
+    ForwardAudio,
+    Output,
+    ProtocolSession,
+    Refused,
+    Respond,
+    SendBytes,
+    SendText,
+    TruncateItem,
+    UpdateCall,
+)
 from services.gateway.settings import GatewaySettings
 from shared import subjects
 from shared.bus import NatsBus
@@ -79,6 +96,7 @@ class Context:
 class _Out:
     data: str | bytes
     turn: int | None = None  # reply audio: which turn it belongs to
+    pcm_bytes: int = 0  # reply audio: PCM16 bytes at the TTS rate this frame completes
     speech_end_at: float | None = None  # a turn's first audio: start of voice-to-voice
 
 
@@ -88,16 +106,35 @@ class _Close:
     reason: str
 
 
-class BellaConnection:
-    """One client connection on a Bella endpoint; `run` returns when it is closed."""
+class CallConnection:
+    """One client connection on any endpoint; `run` returns when it is closed.
 
-    def __init__(self, ws: ServerConnection, ctx: Context, *, answer: bool, endpoint: str) -> None:
+    ``greeting``: outputs to carry out as soon as the socket is accepted (e.g. OpenAI's
+    ``session.created``). ``drain_code``: the close code when the gateway drains and the
+    call must end (1001 going away; OpenAI clients reconnect on 1012 service restart).
+    ``half_duplex``: the client asked for it when connecting (whatever its protocol says).
+    """
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        ctx: Context,
+        session: ProtocolSession,
+        *,
+        endpoint: str,
+        greeting: Sequence[Output] = (),
+        drain_code: int = CloseCode.GOING_AWAY,
+        half_duplex: bool = False,
+    ) -> None:
         self._ws = ws
         self._ctx = ctx
         self._settings = ctx.settings
         self._metrics = ctx.metrics
         self._endpoint = endpoint
-        self._session = BellaSession(answer=answer)
+        self._session = session
+        self._greeting = list(greeting)
+        self._drain_code = drain_code
+        self._half_duplex = half_duplex
         self._core: CallCore | None = None
         self._replicas: Replicas | None = None
         self._sub: Subscription | None = None
@@ -112,6 +149,7 @@ class BellaConnection:
         self._closed = asyncio.Event()  # `run` returned
         self._closing = False  # a close frame is queued: stop reading for timeouts
         self._dropped_turn = 0  # queued audio of turns up to this one is not sent
+        self._last_write: tuple[int, float] = (0, 0.0)  # (turn, when) of the last audio sent
         self._started_at = time.monotonic()
         self._last_audio_at = self._started_at
         self._log = SessionLogger(log, {"sid": ""})
@@ -123,12 +161,13 @@ class BellaConnection:
 
     async def run(self) -> None:
         """Serve the connection until it closes. Cancelling it hangs the call up."""
-        self._metrics.calls_active.labels(self._endpoint).inc()
+        self._metrics.call_started(self._endpoint)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                writer = tg.create_task(self._write_loop(), name="bella-writer")
+                writer = tg.create_task(self._write_loop(), name="call-writer")
                 try:
+                    await self._apply(self._greeting)
                     await self._read_loop()
                 finally:
                     self._stop_tasks(writer)
@@ -139,19 +178,19 @@ class BellaConnection:
             try:
                 await self._release()
             finally:
-                self._metrics.calls_active.labels(self._endpoint).dec()
+                self._metrics.call_ended(self._endpoint)
                 self._closed.set()
 
     async def shutdown(self, reason: str = "the gateway is shutting down") -> None:
-        """End the call now (after the drain grace) and close with 1001 (going away)."""
+        """End the call now (after the drain grace) and close with the drain code."""
         if self._closing:
             return
         try:
             if self._core is not None and not self._core.finished:
                 actions = self._core.fail(ErrorCode.INTERNAL, reason)
-                await self._execute(actions, CloseCode.GOING_AWAY)
+                await self._execute(actions, self._drain_code)
             else:
-                self._enqueue_close(CloseCode.GOING_AWAY, reason)
+                self._enqueue_close(self._drain_code, reason)
         except SlowClientError:
             # Its queue is full, so a close frame cannot get through: cut the connection;
             # `run` then finishes and releases the call.
@@ -190,11 +229,7 @@ class BellaConnection:
         now = time.monotonic()
         core = self._core
         active = core is not None and not core.finished
-        if (
-            active
-            and core is not None
-            and (core.answering or self._session.state is BellaState.STOPPING)
-        ):
+        if active and core is not None and (core.answering or self._session.stopping):
             # The user listens to the answer (or has stopped): a client that sends no
             # audio meanwhile is not idle, so the idle clock restarts.
             self._last_audio_at = now
@@ -243,26 +278,88 @@ class BellaConnection:
             match out:
                 case SendText():
                     self._enqueue(_Out(out.text))
+                case SendBytes():
+                    self._enqueue(_Out(out.data))
                 case Refused():
-                    self._metrics.protocol_error(PROTOCOL, out.kind)
+                    self._metrics.protocol_error(self._session.protocol, out.kind)
+                case CloseConnection():
+                    self._enqueue_close(out.code, out.reason)
+                case BeginCall():
+                    await self._begin(out.options)
                 case ForwardAudio():
                     now = time.monotonic()
                     self._last_audio_at = now
                     if self._core is not None:
                         await self._execute(self._core.audio(out.pcm, now), None)
-                case BeginCall():
-                    await self._begin(out.options)
                 case EndCall():
                     if self._core is not None:
                         await self._execute(self._core.stop(time.monotonic()), None)
                         if not self._core.finished and self._tg is not None:
                             self._drain_task = self._tg.create_task(self._drain_watch())
                 case _:
-                    assert_never(out)
+                    await self._command(out)
+
+    async def _command(
+        self,
+        out: CommitInput
+        | ClearInput
+        | Respond
+        | CancelResponse
+        | AddUserText
+        | TruncateItem
+        | DeleteItem
+        | UpdateCall,
+    ) -> None:
+        core = self._core
+        if core is None:
+            # The adapter places the call before its first command; a failed placement
+            # already told the client and is closing.
+            self._log.debug("command %s without a call", type(out).__name__)
+            return
+        match out:
+            case CommitInput():
+                actions = core.commit()
+            case ClearInput():
+                actions = core.clear_input()
+            case Respond():
+                actions = core.respond(out.text)
+            case CancelResponse():
+                actions = core.cancel_response()
+            case AddUserText():
+                actions = core.add_user_text(out.item_id, out.text)
+            case TruncateItem():
+                actions = core.truncate(out.item_id, out.audio_end_ms)
+            case DeleteItem():
+                actions = core.delete_item(out.item_id)
+            case UpdateCall():
+                actions = core.update(
+                    system_prompt=out.system_prompt,
+                    temperature=out.temperature,
+                    max_tokens=out.max_tokens,
+                    voice=out.voice,
+                    variables=out.variables,
+                )
+            case _:
+                assert_never(out)
+        await self._execute(actions, None)
 
     # ------------------------------------------------------------------ starting a call
 
+    def _with_defaults(self, options: CallOptions) -> CallOptions:
+        if self._half_duplex:
+            options = dataclasses.replace(options, half_duplex=True)
+        if options.barge_in is not None:
+            return options
+        s = self._settings
+        barge_in = BargeIn(
+            min_speech_ms=s.barge_in_min_speech_ms,
+            min_words=s.barge_in_min_words,
+            resume=s.barge_in_resume,
+        )
+        return dataclasses.replace(options, barge_in=barge_in)
+
     async def _begin(self, options: CallOptions) -> None:
+        options = self._with_defaults(options)
         self._log = SessionLogger(log, {"sid": options.sid})
         try:
             # Subscribed (and confirmed by a round trip) before anyone, the services or the
@@ -297,7 +394,7 @@ class BellaConnection:
         core = CallCore(options)
         self._core = core
         assert self._tg is not None
-        self._inbound_task = self._tg.create_task(self._inbound_loop(core), name="bella-inbound")
+        self._inbound_task = self._tg.create_task(self._inbound_loop(core), name="call-inbound")
         self._last_audio_at = time.monotonic()
         await self._execute(core.open(), None)
         await self._apply(self._session.started())
@@ -312,6 +409,7 @@ class BellaConnection:
     async def _assign(self, options: CallOptions) -> Replicas:
         bus, sid = self._ctx.bus, options.sid
         timeout = self._settings.assign_timeout_s
+
         async def one(service: ServiceName) -> str:
             models = options.models(service)
             return await assign_replica(bus, service, sid, models=models, timeout_s=timeout)
@@ -353,13 +451,17 @@ class BellaConnection:
                 case Publish():
                     await self._publish(action)
                 case Emit():
-                    for text in self._session.render(action.event):
-                        self._enqueue(_Out(text))
+                    self._metrics.call_event(action.event)
+                    for frame in self._session.render(action.event):
+                        if isinstance(frame, AudioOut):
+                            frame_out = _Out(frame.data, frame.turn, frame.pcm_bytes)
+                            self._enqueue(frame_out)
+                        else:
+                            self._enqueue(_Out(frame))
                 case SendAudio():
-                    self._enqueue(_Out(action.pcm, action.turn, action.speech_end_at))
+                    self._send_audio(action)
                 case DropAudio():
-                    self._dropped_turn = max(self._dropped_turn, action.turn)
-                    self._metrics.cancelled_turns.inc()
+                    self._drop(action)
                 case Finish():
                     self._session.finished()
                     self._call_over.set()
@@ -369,6 +471,39 @@ class BellaConnection:
                     )
                 case _:
                     assert_never(action)
+
+    def _send_audio(self, action: SendAudio) -> None:
+        assert self._core is not None
+        rate = self._core.options.tts_rate
+        frames = self._session.render_audio(action.turn, action.pcm, rate)
+        plain = [i for i, f in enumerate(frames) if not isinstance(f, AudioOut)]
+        for i, frame in enumerate(frames):
+            if isinstance(frame, AudioOut):
+                # Audio the adapter held back: it says how much of the answer it carries.
+                self._enqueue(_Out(frame.data, frame.turn, frame.pcm_bytes))
+                continue
+            last = i == plain[-1]
+            self._enqueue(
+                _Out(
+                    frame,
+                    turn=action.turn,
+                    # The chunk counts as heard once its last frame is written.
+                    pcm_bytes=len(action.pcm) if last else 0,
+                    speech_end_at=action.speech_end_at if i == plain[0] else None,
+                )
+            )
+
+    def _drop(self, action: DropAudio) -> None:
+        self._dropped_turn = max(self._dropped_turn, action.turn)
+        self._metrics.cancelled_turns.inc()
+        if action.heard_at is None:
+            return
+        now = time.monotonic()
+        self._metrics.barge_in_stopped(action.heard_at, now)
+        # A frame being written right now still goes out; the writer skips the rest.
+        turn, written_at = self._last_write
+        if turn == action.turn:
+            self._metrics.barge_in_audio_stopped(action.heard_at, max(written_at, action.heard_at))
 
     async def _publish(self, action: Publish) -> None:
         assert self._replicas is not None
@@ -414,9 +549,13 @@ class BellaConnection:
                         await self._ws.send(item.data)
                 except TimeoutError:
                     raise SlowClientError() from None
+                if item.turn is None:
+                    continue
+                now = time.monotonic()
+                self._last_write = (item.turn, now)
+                if item.pcm_bytes and self._core is not None:
+                    self._core.audio_sent(item.turn, item.pcm_bytes)
                 if item.speech_end_at is not None:
-                    self._metrics.voice_to_voice.labels("gateway").observe(
-                        time.monotonic() - item.speech_end_at
-                    )
+                    self._metrics.voice_to_voice.labels("gateway").observe(now - item.speech_end_at)
         except ConnectionClosed:
             return

@@ -11,6 +11,7 @@ protocol has (Bella: `BeginCall`, `ForwardAudio`, `EndCall`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,21 @@ class SendBytes:
     """A binary frame for the client (not reply audio: that goes through `render_audio`)."""
 
     data: bytes
+
+
+@dataclass(frozen=True)
+class AudioOut:
+    """Reply audio an adapter held back and sends now (e.g. one WAV per sentence).
+
+    ``render`` or ``render_audio`` may return it: the frame belongs to ``turn`` (dropped
+    if the turn is cancelled first) and, once written, counts ``pcm_bytes`` of the
+    turn's PCM (at the TTS rate) as heard. `render_audio` frames that are not
+    `AudioOut` count the chunk they were made from.
+    """
+
+    data: str | bytes
+    turn: int
+    pcm_bytes: int
 
 
 @dataclass(frozen=True)
@@ -160,10 +176,12 @@ class ProtocolSession(Protocol):
 
     def on_binary(self, data: bytes) -> list[Output]: ...
 
-    def render(self, event: CallEvent) -> list[str | bytes]:
+    def render(self, event: CallEvent) -> Sequence[str | bytes | AudioOut]:
         """Frames that tell the client about ``event``."""
 
-    def render_audio(self, turn: int, pcm: bytes, sample_rate: int) -> list[str | bytes]:
+    def render_audio(
+        self, turn: int, pcm: bytes, sample_rate: int
+    ) -> Sequence[str | bytes | AudioOut]:
         """Frames carrying reply audio (PCM16 mono at ``sample_rate``) of ``turn``."""
 
     def started(self) -> list[Output]:

@@ -150,7 +150,7 @@ class ScriptedServices:
             message = codec.decode(msg.data)
             self.received[svc].append(message)
             await self._notify()
-            if isinstance(message, LlmTurn) and message.text.startswith("slow"):
+            if isinstance(message, LlmTurn) and (message.text or "").startswith("slow"):
                 # A waiting script must not hold up this subscription's later messages.
                 task = asyncio.get_running_loop().create_task(self._script(message))
                 self._tasks.add(task)
@@ -194,11 +194,11 @@ class ScriptedServices:
     async def _answer(self, m: LlmTurn) -> None:
         sid, turn = m.sid, m.turn
         await self.out(LlmBegin(sid=sid, turn=turn))
-        if m.text.startswith("hang"):
+        if (m.text or "").startswith("hang"):
             await self.out(LlmDelta(sid=sid, turn=turn, seq=1, text="Thinking."))
             return
         await self.out(LlmDelta(sid=sid, turn=turn, seq=1, text="Hello "))
-        if m.text.startswith("slow"):
+        if (m.text or "").startswith("slow"):
             await self.release.wait()
         await self.out(LlmDelta(sid=sid, turn=turn, seq=2, text="there."))
         await self.out(LlmEnd(sid=sid, turn=turn, text="Hello there.", ttft_ms=5.0))
@@ -420,7 +420,8 @@ async def test_new_final_cancels_the_answer_in_flight(
         sid = sid_of(await call.start(payload()))
         await fakes.say(sid, "hang on")
         await call.wait_for(lambda r: r.name == "audio")
-        await fakes.say(sid, "never mind", index=1)
+        # Long enough to interrupt (a 100 ms "mhm" would be a backchannel).
+        await fakes.say(sid, "never mind", index=1, end_ms=1000)
         cancelled = await call.wait_for(lambda r: r.name == "LLM_CHAT_CANCELLED")
         await call.wait_for(lambda r: r.name == "TTS_END")
         await fakes.wait_until(

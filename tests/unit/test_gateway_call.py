@@ -7,32 +7,49 @@ import pytest
 
 from services.gateway.call import (
     Action,
+    BargeIn,
     CallCompleted,
     CallCore,
+    CallEvent,
     CallFailed,
     CallOptions,
     CallPhase,
+    CancelReason,
+    CommandFailed,
     DropAudio,
     Emit,
     Finish,
     FirstAudio,
+    InputCleared,
+    InputCommitted,
+    ItemDeleted,
+    ItemTruncated,
     Publish,
     SendAudio,
+    SpeechStarted,
+    SpeechStopped,
     TurnCancelled,
     TurnFailed,
+    TurnStarted,
+    UserItem,
 )
+from services.gateway.turns import TurnState
 from shared.messages import (
     AsrClose,
+    AsrCommit,
     AsrOpen,
     AudioFrame,
     Cancel,
     ErrorCode,
+    HistoryOp,
     LlmBegin,
     LlmClose,
     LlmDelta,
+    LlmEdit,
     LlmEnd,
     LlmOpen,
     LlmTurn,
+    LlmUpdate,
     SentenceBegin,
     ServiceError,
     ServiceName,
@@ -46,6 +63,7 @@ from shared.messages import (
     TtsOpen,
     TtsSegment,
     TtsText,
+    TtsUpdate,
     VadEvent,
     VadOptions,
     VadState,
@@ -56,10 +74,35 @@ SID = "call1"
 ASR, LLM, TTS = ServiceName.ASR, ServiceName.LLM, ServiceName.TTS
 
 
+class Ids:
+    """Item ids item_1, item_2... in the order the core asks for them."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"item_{self.n}"
+
+
 def core(**options: object) -> CallCore:
-    c = CallCore(CallOptions(sid=SID, **options))  # type: ignore[arg-type]
+    c = CallCore(CallOptions(sid=SID, **options), new_id=Ids())  # type: ignore[arg-type]
     c.open()
     return c
+
+
+# Conversation bookkeeping (item ids), asserted by the tests that are about it.
+_ITEM_EVENTS = (InputCommitted, UserItem, TurnStarted)
+
+
+def turn(n: int, text: str | None, user: int | None, assistant: int) -> LlmTurn:
+    return LlmTurn(
+        sid=SID,
+        turn=n,
+        text=text,
+        user_item_id=f"item_{user}" if user else "",
+        assistant_item_id=f"item_{assistant}",
+    )
 
 
 def published(actions: list[Action], service: ServiceName | None = None) -> list[WireModel]:
@@ -71,6 +114,12 @@ def published(actions: list[Action], service: ServiceName | None = None) -> list
 
 
 def emitted(actions: list[Action]) -> list[object]:
+    return [
+        a.event for a in actions if isinstance(a, Emit) and not isinstance(a.event, _ITEM_EVENTS)
+    ]
+
+
+def all_events(actions: list[Action]) -> list[CallEvent]:
     return [a.event for a in actions if isinstance(a, Emit)]
 
 
@@ -160,7 +209,13 @@ def test_a_final_starts_a_turn_and_the_answer_streams_to_tts() -> None:
     c = core()
     actions = c.on_message(final(" hello "), 1.0)
     assert emitted(actions) == [final(" hello ")]
-    assert published(actions) == [LlmTurn(sid=SID, turn=1, text="hello")]
+    assert published(actions) == [turn(1, "hello", user=1, assistant=2)]
+    assert all_events(actions) == [
+        InputCommitted("item_1"),
+        final(" hello "),
+        UserItem("item_1", "hello", spoken=True),
+        TurnStarted(1, "item_2", "item_1"),
+    ]
     assert c.turn == 1 and c.answering
 
     actions = answer_text(c, 1, "Hi ")
@@ -216,11 +271,16 @@ def test_a_new_final_cancels_the_answer_in_flight() -> None:
     assert published(actions) == [
         Cancel(sid=SID, turn=1),
         Cancel(sid=SID, turn=1),
-        LlmTurn(sid=SID, turn=2, text="second"),
+        # Nothing of it was heard: the answer leaves the history.
+        LlmEdit(sid=SID, op=HistoryOp.TRUNCATE, item_id="item_2", content=""),
+        turn(2, "second", user=3, assistant=4),
     ]
-    assert [a.control for a in actions if isinstance(a, Publish)] == [True, True, False]
-    assert DropAudio(1) in actions
-    assert emitted(actions) == [final("second", index=1), TurnCancelled(1)]
+    assert [a.control for a in actions if isinstance(a, Publish)] == [True, True, False, False]
+    assert DropAudio(1, heard_at=None) in actions
+    assert emitted(actions) == [
+        final("second", index=1),
+        TurnCancelled(1, CancelReason.TURN_DETECTED, "item_2", "", 0.0),
+    ]
     # Whatever of turn 1 was still in flight is dropped.
     assert c.on_message(LlmDelta(sid=SID, turn=1, seq=2, text="late"), 2.1) == []
     late = TtsAudio(sid=SID, turn=1, index=0, seq=1, pcm=b"\x00\x00", sample_rate=24000)
@@ -235,8 +295,8 @@ def test_a_final_while_speaking_cancels_too() -> None:
     answer_text(c, 1)
     c.on_message(LlmEnd(sid=SID, turn=1, text="Hi.", ttft_ms=1), 1.0)
     actions = c.on_message(final("again"), 2.0)
-    assert TurnCancelled(1) in emitted(actions)
-    assert LlmTurn(sid=SID, turn=2, text="again") in published(actions)
+    assert TurnCancelled(1, CancelReason.TURN_DETECTED, "item_2", "", 0.0) in emitted(actions)
+    assert turn(2, "again", user=3, assistant=4) in published(actions)
 
 
 def test_stop_flushes_asr_and_completes_once_asr_closed() -> None:
@@ -267,7 +327,7 @@ def test_stop_waits_for_the_turn_in_flight_and_for_a_flushed_final() -> None:
     c = core()
     c.stop(1.0)
     actions = c.on_message(final("one more"), 1.1)  # produced by the flush
-    assert LlmTurn(sid=SID, turn=1, text="one more") in published(actions)
+    assert turn(1, "one more", user=1, assistant=2) in published(actions)
     assert c.on_message(SessionClosed(sid=SID, service=ASR), 1.2) == []
     assert not c.finished
 
@@ -277,7 +337,10 @@ def test_drain_timeout_cuts_the_answer() -> None:
     c.on_message(final("question"), 1.0)
     c.stop(1.1)
     actions = c.drain_timeout()
-    assert emitted(actions) == [TurnCancelled(1), CallCompleted()]
+    assert emitted(actions) == [
+        TurnCancelled(1, CancelReason.CALL_ENDED, "item_2", "", 0.0),
+        CallCompleted(),
+    ]
     assert Cancel(sid=SID, turn=1) in published(actions)
     assert actions[-1] == Finish(completed=True)
 
@@ -351,3 +414,287 @@ def test_fail_ends_the_call_with_a_reason() -> None:
     assert emitted(actions) == [CallFailed(None, ErrorCode.TIMEOUT, "no audio for 60 s")]
     assert actions[-1] == Finish(completed=False)
     assert c.fail(ErrorCode.TIMEOUT, "again")[-1] == Finish(completed=False)
+
+
+# --------------------------------------------------------------------------- barge-in
+
+
+def vad(state: VadState, start_ms: int, end_ms: int) -> VadEvent:
+    return VadEvent(sid=SID, state=state, start_ms=start_ms, end_ms=end_ms, timestamp=0.0)
+
+
+def tts_audio(turn: int, index: int, nbytes: int) -> TtsAudio:
+    return TtsAudio(sid=SID, turn=turn, index=index, seq=0, pcm=b"\x00" * nbytes, sample_rate=24000)
+
+
+def speaking_answer(c: CallCore) -> None:
+    """Turn 1 answers "Hello there. How are you?" in two sentences of 1 s audio each."""
+    c.audio(b"\x00\x00" * 16000, 0.0)  # 1 s of the user's audio, stream 0-1000 ms
+    c.on_message(final("hi", end_ms=900), 1.0)
+    answer_text(c, 1, "Hello there. How are you?")
+    c.on_message(TtsBegin(sid=SID, turn=1), 1.1)
+    c.on_message(TtsSegment(sid=SID, turn=1, index=0, text="Hello there."), 1.1)
+    c.on_message(tts_audio(1, 0, 48000), 1.2)
+    c.on_message(TtsSegment(sid=SID, turn=1, index=1, text="How are you?"), 1.3)
+    c.on_message(tts_audio(1, 1, 48000), 1.3)
+
+
+def cancels(actions: list[Action]) -> list[TurnCancelled]:
+    return [e for e in emitted(actions) if isinstance(e, TurnCancelled)]
+
+
+def user_speaks(c: CallCore, now: float, ms: int = 1000) -> list[Action]:
+    """Speech starts at stream 1000 ms and lasts ``ms`` of audio."""
+    actions = c.on_message(vad(VadState.STARTING, 1000, 1032), now)
+    actions += c.on_message(vad(VadState.SPEAKING, 1000, 1150), now + 0.1)
+    actions += c.audio(b"\x00\x00" * (16 * ms), now + 0.2)
+    return actions
+
+
+def test_speech_over_the_answer_cancels_it_once_long_enough() -> None:
+    c = core()
+    speaking_answer(c)
+    c.audio_sent(1, 48000 + 24000)  # the first sentence and half the second went out
+    actions = c.on_message(vad(VadState.STARTING, 1000, 1032), 5.0)
+    assert cancels(actions) == [] and c.turn_state is TurnState.ANSWERING_CONTESTED
+    actions = c.on_message(vad(VadState.SPEAKING, 1000, 1150), 5.1)
+    assert SpeechStarted("item_3", 1000) in all_events(actions)
+    assert cancels(actions) == []  # 150 ms of speech so far (min 300)
+    actions = c.audio(b"\x00\x00" * 16 * 400, 5.2)  # the stream reaches 1400 ms
+    assert cancels(actions) == [
+        TurnCancelled(1, CancelReason.TURN_DETECTED, "item_2", "Hello there. How", 1500.0)
+    ]
+    assert DropAudio(1, heard_at=5.0) in actions  # from the onset's arrival
+    assert LlmEdit(
+        sid=SID, op=HistoryOp.TRUNCATE, item_id="item_2", content="Hello there. How"
+    ) in published(actions, LLM)
+    assert [m for m in published(actions) if isinstance(m, Cancel)] == [Cancel(sid=SID, turn=1)] * 2
+    # Nothing of turn 1 passes any more; the user's final starts turn 2.
+    assert c.on_message(tts_audio(1, 1, 100), 5.3) == []
+    actions = c.on_message(vad(VadState.STOPPING, 1000, 2000), 5.9)
+    assert all_events(actions)[1:] == [SpeechStopped("item_3", 2000), InputCommitted("item_3")]
+    actions = c.on_message(final("wait a moment", end_ms=2000, index=1), 6.0)
+    assert turn(2, "wait a moment", user=3, assistant=4) in published(actions)
+    assert cancels(actions) == []
+
+
+def test_a_backchannel_does_not_interrupt() -> None:
+    c = core(barge_in=BargeIn(min_speech_ms=300, min_words=2))
+    speaking_answer(c)
+    actions = user_speaks(c, 5.0, ms=1000)  # long enough, but no words yet
+    actions += c.on_message(
+        TranscriptPartial(sid=SID, index=1, begin_ms=1000, end_ms=1500, text="mhm"), 5.3
+    )
+    actions += c.on_message(vad(VadState.STOPPING, 1000, 1400), 5.4)
+    actions += c.on_message(final("Mhm.", end_ms=1400, index=1), 5.5)
+    assert cancels(actions) == [] and not any(isinstance(a, DropAudio) for a in actions)
+    assert not [m for m in published(actions) if isinstance(m, LlmTurn)]
+    assert c.turn_state is TurnState.ANSWERING
+    # The answer goes on.
+    assert c.on_message(tts_audio(1, 1, 10), 5.6) == [SendAudio(1, b"\x00" * 10)]
+
+
+def test_enough_words_interrupt() -> None:
+    c = core(barge_in=BargeIn(min_speech_ms=300, min_words=2))
+    speaking_answer(c)
+    user_speaks(c, 5.0)
+    partial = TranscriptPartial(sid=SID, index=1, begin_ms=1000, end_ms=1500, text="no wait")
+    actions = c.on_message(partial, 5.3)
+    assert [e.reason for e in cancels(actions)] == [CancelReason.TURN_DETECTED]
+
+
+def test_a_rejected_onset_is_a_noise() -> None:
+    c = core(barge_in=BargeIn(resume=True))
+    speaking_answer(c)
+    c.on_message(vad(VadState.STARTING, 1000, 1032), 5.0)
+    # Held back while the speech is judged...
+    assert c.on_message(tts_audio(1, 1, 10), 5.05) == []
+    actions = c.on_message(vad(VadState.QUIET, 1000, 1100), 5.1)
+    # ...and resumed when it was nothing.
+    assert SendAudio(1, b"\x00" * 10) in actions
+    assert cancels(actions) == [] and c.turn_state is TurnState.ANSWERING
+
+
+def test_zero_minimums_cancel_at_the_onset() -> None:
+    c = core(barge_in=BargeIn(min_speech_ms=0))
+    speaking_answer(c)
+    actions = c.on_message(vad(VadState.STARTING, 1000, 1032), 5.0)
+    assert len(cancels(actions)) == 1
+
+
+def test_cancel_before_the_first_token() -> None:
+    c = core(barge_in=BargeIn(min_speech_ms=0))
+    c.on_message(final("hi"), 1.0)
+    actions = c.on_message(vad(VadState.STARTING, 1000, 1032), 1.01)
+    assert cancels(actions) == [TurnCancelled(1, CancelReason.TURN_DETECTED, "item_2", "", 0.0)]
+    # The LLM answers late: none of it passes.
+    assert answer_text(c, 1) == []
+    assert c.on_message(TtsBegin(sid=SID, turn=1), 1.1) == []
+    assert not c.answering
+
+
+def test_cancel_after_the_last_chunk_was_queued_but_not_sent() -> None:
+    c = core()
+    speaking_answer(c)
+    c.on_message(LlmEnd(sid=SID, turn=1, text="Hello there. How are you?", ttft_ms=1), 2.0)
+    end = TtsEnd(sid=SID, turn=1, segments=2, audio_ms=2000)
+    assert emitted(c.on_message(end, 2.0)) == [end]
+    assert c.turn_state.name == "PLAYING" and c.answering
+    c.audio_sent(1, 48000)  # only the first sentence went out so far
+    actions = user_speaks(c, 5.0)
+    # The turn was reported complete: no cancel event, but its queued audio is cut
+    # and the history keeps what went out.
+    assert cancels(actions) == []
+    assert DropAudio(1, heard_at=5.0) in actions
+    assert ItemTruncated("item_2", 1000, "Hello there.") in emitted(actions)
+    assert LlmEdit(
+        sid=SID, op=HistoryOp.TRUNCATE, item_id="item_2", content="Hello there."
+    ) in published(actions)
+    assert not any(isinstance(m, Cancel) for m in published(actions))
+    assert c.turn_state is TurnState.IDLE
+
+
+def test_the_answer_is_over_once_its_audio_went_out() -> None:
+    c = core()
+    speaking_answer(c)
+    c.on_message(LlmEnd(sid=SID, turn=1, text="", ttft_ms=1), 2.0)
+    c.on_message(TtsEnd(sid=SID, turn=1, segments=2, audio_ms=2000), 2.0)
+    c.audio_sent(1, 48000)
+    assert c.answering
+    c.audio_sent(1, 48000)
+    assert not c.answering
+    actions = user_speaks(c, 5.0)
+    assert not any(isinstance(a, DropAudio) for a in actions)  # nothing left to cut
+    assert not [e for e in emitted(actions) if isinstance(e, ItemTruncated | TurnCancelled)]
+
+
+def test_half_duplex_feeds_silence_while_the_assistant_talks() -> None:
+    c = core(half_duplex=True)
+    loud = b"\x10\x10" * 1600
+    assert published(c.audio(loud, 0.0)) == [AudioFrame(sid=SID, seq=1, pcm=loud)]
+    c.on_message(final("hi"), 1.0)
+    assert published(c.audio(loud, 1.1)) == [AudioFrame(sid=SID, seq=2, pcm=b"\x00" * 3200)]
+    assert cancels(user_speaks(c, 1.2)) == []
+    assert c.on_message(final("second", index=1), 1.5) != []  # reported, but not answered
+    assert c.turn == 1
+
+
+def test_without_interruptions_a_new_turn_waits() -> None:
+    c = core(interrupt=False)
+    c.on_message(final("first"), 1.0)
+    answer_text(c, 1)
+    assert cancels(user_speaks(c, 1.1)) == []
+    actions = c.on_message(final("second", index=1), 1.5)
+    assert cancels(actions) == [] and c.turn == 1
+    c.on_message(LlmEnd(sid=SID, turn=1, text="Hi.", ttft_ms=1), 1.6)
+    actions = c.on_message(TtsEnd(sid=SID, turn=1, segments=0, audio_ms=0), 1.7)
+    assert turn(2, "second", user=3, assistant=4) in published(actions)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_manual_commit_then_respond_waits_for_the_transcript() -> None:
+    c = core(manual=True, auto_respond=False)
+    actions = c.commit()
+    assert published(actions) == [AsrCommit(sid=SID)]
+    assert all_events(actions) == [InputCommitted("item_1")]
+    assert c.respond() == []  # the transcript is not in yet
+    actions = c.on_message(final("what time is it"), 2.0)
+    assert all_events(actions) == [
+        final("what time is it"),
+        UserItem("item_1", "what time is it", spoken=True),
+        TurnStarted(1, "item_2", "item_1"),
+    ]
+    assert published(actions) == [turn(1, "what time is it", user=1, assistant=2)]
+
+
+def test_manual_opens_asr_in_manual_mode() -> None:
+    c = CallCore(CallOptions(sid=SID, manual=True))
+    (asr, *_) = published(c.open())
+    assert isinstance(asr, AsrOpen) and asr.manual
+
+
+def test_a_final_without_auto_respond_joins_the_next_answer() -> None:
+    c = core(auto_respond=False)
+    actions = c.on_message(final("my name is Ann"), 1.0)
+    assert published(actions) == []
+    actions = c.add_user_text("item_x", "and I like tea")
+    assert all_events(actions) == [UserItem("item_x", "and I like tea", spoken=False)]
+    actions = c.respond()
+    assert published(actions) == [
+        LlmTurn(
+            sid=SID,
+            turn=1,
+            text="my name is Ann\nand I like tea",
+            user_item_id="item_x",
+            assistant_item_id="item_2",
+        )
+    ]
+
+
+def test_clear_drops_the_next_transcript() -> None:
+    c = core(manual=True, auto_respond=False)
+    actions = c.clear_input()
+    assert published(actions) == [AsrCommit(sid=SID)]
+    assert all_events(actions) == [InputCleared()]
+    assert c.on_message(final("never mind"), 1.0) == []
+    assert published(c.respond()) == [turn(1, None, user=None, assistant=1)]
+
+
+def test_respond_with_text_and_while_busy() -> None:
+    c = core()
+    actions = c.respond("Tell me a joke")
+    assert all_events(actions)[0] == UserItem("item_1", "Tell me a joke", spoken=False)
+    assert published(actions) == [turn(1, "Tell me a joke", user=1, assistant=2)]
+    actions = c.respond()
+    assert emitted(actions) == [
+        CommandFailed("respond", "active_response", "an answer is already in progress")
+    ]
+    assert core(answer=False).respond()[0] == Emit(
+        CommandFailed("respond", "not_supported", "a transcription call never answers")
+    )
+
+
+def test_cancel_response() -> None:
+    c = core()
+    assert c.cancel_response() == []  # harmless when idle
+    speaking_answer(c)
+    c.audio_sent(1, 24000)
+    actions = c.cancel_response()
+    assert cancels(actions) == [
+        TurnCancelled(1, CancelReason.CLIENT_CANCELLED, "item_2", "Hello", 500.0)
+    ]
+    assert DropAudio(1, heard_at=None) in actions
+    assert c.cancel_response() == []
+
+
+def test_truncate_and_delete() -> None:
+    c = core()
+    speaking_answer(c)
+    actions = c.truncate("item_2", 1500)
+    assert published(actions) == [
+        LlmEdit(sid=SID, op=HistoryOp.TRUNCATE, item_id="item_2", content="Hello there. How")
+    ]
+    assert emitted(actions) == [ItemTruncated("item_2", 1500, "Hello there. How")]
+    (failed,) = emitted(c.truncate("item_2", 9000))
+    assert isinstance(failed, CommandFailed) and failed.code == "invalid_value"
+    (failed,) = emitted(c.truncate("nope", 0))
+    assert isinstance(failed, CommandFailed) and failed.code == "unknown_item"
+    actions = c.delete_item("item_1")
+    assert published(actions) == [LlmEdit(sid=SID, op=HistoryOp.DELETE, item_id="item_1")]
+    assert emitted(actions) == [ItemDeleted("item_1")]
+    assert isinstance(emitted(c.delete_item("item_1"))[0], CommandFailed)
+    c.add_user_text("typed", "hello")
+    assert c.delete_item("typed") == [Emit(ItemDeleted("typed"))]  # the LLM never saw it
+
+
+def test_update() -> None:
+    c = core()
+    actions = c.update(system_prompt="Be terse.", voice="amy", variables={"a": 1})
+    assert published(actions) == [
+        LlmUpdate(sid=SID, system_prompt="Be terse."),
+        TtsUpdate(sid=SID, voice="amy"),
+    ]
+    assert isinstance(emitted(actions)[0], CommandFailed)
+    assert c.update() == []
