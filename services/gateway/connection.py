@@ -68,6 +68,13 @@ from services.gateway.protocol import (
     TruncateItem,
     UpdateCall,
 )
+from services.gateway.ratelimit import (
+    MessageRateLimiter,
+    RateLimits,
+    frame_size,
+    refusal_reason,
+)
+from services.gateway.ratelimit import Verdict as RateVerdict
 from services.gateway.settings import GatewaySettings
 from shared import subjects
 from shared.bus import NatsBus
@@ -153,6 +160,10 @@ class CallConnection:
         self._started_at = time.monotonic()
         self._last_audio_at = self._started_at
         self._log = SessionLogger(log, {"sid": ""})
+        s = self._settings
+        self._rate = MessageRateLimiter(
+            RateLimits(s.max_frames_per_s, s.max_bytes_per_s, s.rate_burst_s), self._started_at
+        )
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -248,11 +259,29 @@ class CallConnection:
                 continue
             except ConnectionClosed:
                 return
+            verdict = self._rate.admit(frame_size(frame), time.monotonic())
+            if verdict is not RateVerdict.OK:
+                await self._on_rate_limited(verdict)
+                continue
             if isinstance(frame, str):
                 outputs = self._session.on_text(frame)
             else:
                 outputs = self._session.on_binary(frame)
             await self._apply(outputs)
+
+    async def _on_rate_limited(self, verdict: RateVerdict) -> None:
+        """A client flooding us is cut off: its frames are not queued or processed."""
+        if self._closing:
+            return
+        reason = refusal_reason(verdict, self._rate.limits)
+        self._metrics.protocol_error(self._session.protocol, verdict.value)
+        self._log.warning("closing: %s", reason)
+        if self._core is not None and not self._core.finished:
+            await self._execute(
+                self._core.fail(ErrorCode.BAD_REQUEST, reason), CloseCode.POLICY_VIOLATION
+            )
+        else:
+            self._enqueue_close(CloseCode.POLICY_VIOLATION, reason)
 
     async def _on_timeout(self) -> None:
         left = self._read_timeout()

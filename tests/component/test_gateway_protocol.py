@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.gateway.app import Gateway
 from services.gateway.metrics import GatewayMetrics
@@ -270,6 +270,25 @@ async def test_oversized_frame_closes_with_1009(own_nats: LocalNats) -> None:
         async with asyncio.timeout(TIMEOUT):
             await ws.wait_closed()
         assert ws.close_code == 1009
+
+
+async def test_a_flooding_client_is_closed_with_1008(own_nats: LocalNats) -> None:
+    limits = {"max_frames_per_s": 10.0, "rate_burst_s": 1.0}
+    async with running_gateway(own_nats.url, **limits) as gw, client(gw) as ws:
+        # Ten frames are the burst; the rest are over the rate. Pings are answered while
+        # the client stays within it, so the refusal is the limiter's, not the protocol's.
+        for _ in range(40):
+            try:
+                await ws.send("ping")
+            except ConnectionClosed:  # the server may close while we still send
+                break
+        async with asyncio.timeout(TIMEOUT):
+            await ws.wait_closed()
+        assert ws.close_code == 1008
+        assert ws.close_reason is not None and "rate limit" in ws.close_reason
+        async with httpx.AsyncClient() as http:
+            body = (await http.get(http_url(gw, "/metrics"))).text
+    assert 'kind="too_many_frames",protocol="bella"} 1.0' in body
 
 
 async def test_the_process_prints_ready_and_stops_on_sigterm(own_nats: LocalNats) -> None:
