@@ -72,9 +72,14 @@ class CloseConnection:
 
 @dataclass(frozen=True)
 class BeginCall:
-    """Assign replicas and open the call with these options."""
+    """Assign replicas and open the call with these options.
+
+    ``resume``: ``options.sid`` names an earlier session of the client's to continue
+    (its stored settings and history apply); unknown to the client's key: refused.
+    """
 
     options: CallOptions
+    resume: bool = False
 
 
 @dataclass(frozen=True)

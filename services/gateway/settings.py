@@ -49,6 +49,10 @@ class GatewaySettings(CommonSettings):
     max_bytes_per_s: float = Field(default=1024 * 1024, gt=0)
     rate_burst_s: float = Field(default=5.0, gt=0)
     drain_grace_s: float = Field(default=20.0, ge=0)
+    # How long a session outlives its connection and can be resumed (docs/resume.md).
+    resume_grace_s: float = Field(default=60.0, gt=0, le=86400)
+    # This replica's name as the owner of its sessions ("": a random one at start).
+    replica_id: str = Field(default="", max_length=64)
     # How long a stopped call may take to finish its last answer before it is cut.
     stop_timeout_s: float = Field(default=30.0, gt=0)
     # Frames waiting for a client; a client that lets this many pile up is not reading.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -19,8 +20,22 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the supervisor dies, even by SIGKILL.
+
+    Without it a killed supervisor leaves a whole stack of orphans holding memory and
+    ports (Linux only; elsewhere the orderly shutdown path is all there is).
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,7 @@ class Supervisor:
         self._entered = False
         self.restarts_total = 0
 
-    async def __aenter__(self) -> Supervisor:
+    async def __aenter__(self) -> Self:
         await self._tg.__aenter__()
         self._entered = True
         return self
@@ -91,6 +106,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=_die_with_parent,
         )
 
     async def _wait_ready(self, child: _Child) -> str:
@@ -99,7 +115,8 @@ class Supervisor:
         exited = asyncio.create_task(child.proc.wait())
         try:
             done, _ = await asyncio.wait(
-                {ready, exited}, timeout=child.spec.ready_timeout_s,
+                {ready, exited},
+                timeout=child.spec.ready_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -134,7 +151,9 @@ class Supervisor:
                 return
             if time.monotonic() - started > 30:
                 backoff = 0.5  # it ran fine for a while: this is a new failure
-            self._echo(f"[stack] {child.spec.name} exited with {code}; restarting in {backoff:.1f} s")
+            self._echo(
+                f"[stack] {child.spec.name} exited with {code}; restarting in {backoff:.1f} s"
+            )
             await asyncio.sleep(backoff)  # backoff before restart, not waiting for a condition
             backoff = min(backoff * 2, self._max_backoff_s)
             if child.stopping:

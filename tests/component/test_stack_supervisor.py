@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,38 @@ async def test_a_child_that_exits_before_ready_fails_start() -> None:
         )
         with pytest.raises(ChildFailedError, match="exited with 3"):
             await sup.start(spec)
+
+
+PARENT = (
+    "import asyncio, sys\n"
+    "from services.stack.supervisor import ChildSpec, Supervisor\n"
+    "async def main():\n"
+    "    async with Supervisor(echo=lambda _: None) as sup:\n"
+    "        await sup.start(ChildSpec('child', (sys.executable, '-c', sys.argv[1]), 'READY'))\n"
+    "        print(sup.pid_of('child'), flush=True)\n"
+    "        await asyncio.Event().wait()\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def test_children_die_with_a_killed_supervisor() -> None:
+    """A supervisor killed with SIGKILL cannot stop its children: the kernel does."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, CHILD, stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child = int((await asyncio.wait_for(parent.stdout.readline(), 20)).decode())
+    parent.kill()
+    await parent.wait()
+    # The child is not ours to wait for; /proc tells when it is gone (or a zombie of init).
+    async with asyncio.timeout(10):
+        while _alive(child):
+            await asyncio.sleep(0.05)  # noqa: sleep-ok  (polling /proc, which has no event)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -79,6 +79,9 @@ class StartPayload(BellaModel):
     tts_option: TtsOption | None = None
     # Our extension: a persona preset ("qingqing", "qingqing:en"); see docs/conversation.md.
     persona: str | None = Field(default=None, max_length=100)
+    # Our extension: the ``session_id`` of an earlier TranscriptionStarted to continue
+    # that conversation (within the resume grace period; docs/resume.md).
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
 
     @field_validator("format")
     @classmethod

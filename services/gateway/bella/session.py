@@ -151,7 +151,8 @@ class BellaSession:
                 )
             )
         task_id = cmd.header.task_id or self._new_id()
-        sid = self._new_id()
+        resume = cmd.payload.session_id is not None
+        sid = cmd.payload.session_id or self._new_id()
         try:
             options = call_options(
                 cmd.payload,
@@ -165,7 +166,7 @@ class BellaSession:
         self.task_id = task_id
         self.sid = sid
         self.state = BellaState.STARTING
-        return [BeginCall(options)]
+        return [BeginCall(options, resume=resume)]
 
     def _on_stop(self, cmd: StopTranscription) -> list[Output]:
         if self.state is not BellaState.STARTED:

@@ -25,7 +25,8 @@ from shared.messages import VadOptions
 
 _VARIABLES = TypeAdapter(dict[str, JsonValue])
 # A conversation id we accept as the session id (resume): uuids, Coze's numeric ids.
-_CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+# What the session store accepts as a key (shared.state): a conversation is resumable.
+_CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # Coze's server_vad default prefix padding (SPEC's is 300 ms; the client's value wins).
 COZE_PREFIX_PADDING_MS = 600
 
@@ -153,7 +154,7 @@ def apply_update(config: SessionConfig, data: ChatUpdateData) -> SessionConfig:
         cc = data.chat_config
         if cc.conversation_id and not _CONVERSATION_ID.fullmatch(cc.conversation_id):
             raise CozeError(
-                "chat_config.conversation_id must be 1-128 letters, digits, '_', '-', '.' or ':'",
+                "chat_config.conversation_id must be 1-128 letters, digits, '_' or '-'",
                 kind="bad_conversation_id",
             )
         out = replace(

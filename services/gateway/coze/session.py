@@ -236,9 +236,13 @@ class CozeSession:
         if self.phase is not CozePhase.IDLE:
             return []
         self.phase = CozePhase.STARTING
+        # A conversation id (as ``conversation.chat.created`` hands them out) continues that
+        # conversation: its history and settings (docs/resume.md).
+        resume = bool(self.config.conversation_id)
         self.sid = self.config.conversation_id or self._new_id()
         self._decoder = InputDecoder(self.config.input)
-        return [BeginCall(self.config.call_options(self.sid, self._persona, self._defaults))]
+        options = self.config.call_options(self.sid, self._persona, self._defaults)
+        return [BeginCall(options, resume=resume)]
 
     def _on_update(self, event: ChatUpdate) -> list[Output]:
         new = apply_update(self.config, event.data)

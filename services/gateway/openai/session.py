@@ -23,6 +23,7 @@ and ``previous_item_id``.
 
 from __future__ import annotations
 
+import re
 from enum import Enum, auto
 from typing import assert_never
 
@@ -154,12 +155,18 @@ TRANSITIONS: dict[tuple[Phase, Trigger], Phase] = {
 }
 
 
+# What the session store accepts as a key (shared.state).
+_RESUMABLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 class OpenAiSession:
     """Protocol state of one connection on ``/v1/realtime``.
 
     ``beta``: the client sent ``OpenAI-Beta: realtime=v1`` (beta event names and the
     flat session shape). ``kind``: ``transcription`` for ``?intent=transcription``.
-    ``model``: the ``?model=`` query parameter.
+    ``model``: the ``?model=`` query parameter. ``resume``: the ``?session_id=`` query
+    parameter (our extension, docs/resume.md): continue that earlier session of the
+    same API key, with its history and settings.
     """
 
     def __init__(
@@ -169,14 +176,18 @@ class OpenAiSession:
         kind: SessionKind = "realtime",
         model: str | None = None,
         new_id: IdFactory = new_id,
+        resume: str | None = None,
     ) -> None:
+        if resume is not None and not _RESUMABLE_ID.fullmatch(resume):
+            raise ValueError("session_id must be 1-128 letters, digits, '_' or '-'")
         self.protocol = PROTOCOL
         self.beta = beta
         self.names = ev.BETA if beta else ev.GA
         self.phase = Phase.IDLE
         self.config = SessionConfig(kind=kind, model=model)
         self._new_id = new_id
-        self.session_id = new_id("sess")
+        self.session_id = resume or new_id("sess")
+        self._resume = resume is not None
         self.conversation = Conversation()
         self.inputs = InputItems()
         self._buffered_ms = 0.0  # audio appended since the last commit / clear / turn end
@@ -332,7 +343,7 @@ class OpenAiSession:
         if self.phase is not Phase.IDLE:
             return []
         self._to(Trigger.BEGIN)
-        return [BeginCall(self.config.call_options(self.session_id))]
+        return [BeginCall(self.config.call_options(self.session_id), resume=self._resume)]
 
     # ------------------------------------------------------------------ commands
 

@@ -13,8 +13,9 @@ starts or the answer ends, and the WAV goes out then as an `AudioOut`, so the
 connection still knows what the user heard. ``?audio=pcm`` streams raw PCM16 chunks
 instead (an extension for clients that play streams).
 
-Query parameters of ``/api/live_voice_call/chat``: ``session`` (resume: the id is
-accepted and echoed in ``BotReady``), ``persona`` (a preset; default: the deployment's,
+Query parameters of ``/api/live_voice_call/chat``: ``session`` (resume an earlier
+session of the same API key within the grace period, docs/resume.md: its history and
+settings continue; the id is echoed in ``BotReady``; unknown: ``BotError``), ``persona`` (a preset; default: the deployment's,
 else Qingqing), ``audio`` (``wav`` or ``pcm``). Half duplex is the gateway-wide
 ``?duplex=half``.
 
@@ -104,7 +105,8 @@ CLIENT_RATE = 16000
 TTS_RATE = 24000
 DEFAULT_PERSONA = "qingqing"
 # A resumable id: what we hand out (uuid hex) and what other deployments use (uuids).
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+# What the session store accepts as a key (shared.state).
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A sentence longer than this goes out in several WAVs: the buffer stays bounded.
 MAX_SENTENCE_MS = 30_000
 POLICY_VIOLATION = 1008
@@ -174,7 +176,7 @@ class VolcengineSession:
         if session:
             if not _SESSION_ID.fullmatch(session):
                 raise VolcengineError(
-                    "session must be 1-128 letters, digits, '_', '-', '.' or ':'",
+                    "session must be 1-128 letters, digits, '_' or '-'",
                     kind="bad_session",
                 )
             self.sid, self.resumed = session, True
@@ -227,7 +229,7 @@ class VolcengineSession:
                 CloseConnection(POLICY_VIOLATION, exc.kind),
             ]
         self.state = VolcState.STARTING
-        return [BeginCall(self.call_options())]
+        return [BeginCall(self.call_options(), resume=self.resumed)]
 
     def started(self) -> list[Output]:
         self.state = VolcState.ACTIVE
