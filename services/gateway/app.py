@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +33,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.volcengine.session import VolcengineSession
 from shared.bus import NatsBus
 from shared.http import health_response, path_of, response
+from shared.state import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ def _adapter(route: Route, request: Request, conversation: ConversationDefaults)
         beta=beta,
         kind="transcription" if intent == "transcription" else "realtime",
         model=model,
+        resume=query.get("session_id", [None])[0],  # our extension: docs/resume.md
     )
     # 1012 (service restart) on drain: the SDKs reconnect, to another replica.
     return _Adapter(session, session.opened(), CloseCode.SERVICE_RESTART, half)
@@ -121,11 +124,16 @@ class Gateway:
         bus: NatsBus,
         metrics: GatewayMetrics,
         ready: ReadyCheck,
+        store: SessionStore | None = None,
     ) -> None:
         self._settings = settings
         # Checked once at start: a wrong GATEWAY_DEFAULT_PERSONA stops the gateway.
         self._conversation = ConversationDefaults.from_settings(settings)
-        self._ctx = Context(settings=settings, bus=bus, metrics=metrics)
+        # Owner of this replica's sessions in the store; unique per process by default.
+        self.replica_id = settings.replica_id or f"gw-{uuid.uuid4().hex[:12]}"
+        self._ctx = Context(
+            settings=settings, bus=bus, metrics=metrics, store=store, replica_id=self.replica_id
+        )
         self._metrics = metrics
         self._ready = ready
         self._keys = KeyRing(settings.api_keys, file=settings.api_keys_file)
@@ -263,6 +271,7 @@ class Gateway:
             greeting=adapter.greeting,
             drain_code=adapter.drain_code,
             half_duplex=adapter.half_duplex,
+            key_id=admission.key_id,
         )
         self._calls.add(call)
         try:

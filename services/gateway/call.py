@@ -33,6 +33,7 @@ from enum import Enum, StrEnum, auto
 
 from pydantic import JsonValue
 
+from services.gateway.failover import CallRecovery
 from services.gateway.heard import AnswerAudio, word_count
 from services.gateway.timeline import AudioTimeline
 from services.gateway.turns import Effect, TurnInput, TurnMachine, TurnPolicy, TurnState
@@ -327,6 +328,7 @@ class Publish:
     service: ServiceName
     message: WireModel
     control: bool = False
+    restore: bool = False  # brings a replacement replica up to date (already accounted for)
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,7 @@ class CallCore:
         self._speech: _Speech | None = None
         self._answers: OrderedDict[int, AnswerAudio] = OrderedDict()
         self._items: OrderedDict[str, None] = OrderedDict()  # ids the LLM history holds
+        self.recovery = CallRecovery(options.sid)  # what a replacement replica needs
 
     @property
     def finished(self) -> bool:
@@ -631,6 +634,29 @@ class CallCore:
             actions.append(Publish(ServiceName.TTS, TtsUpdate(sid=self.sid, voice=voice)))
         return actions
 
+    def published(self, action: Publish) -> None:
+        """The connection sent ``action``'s message to its replica (failover keeps track)."""
+        if not action.restore:
+            self.recovery.published(action.service, action.message)
+
+    def replica_lost(self, service: ServiceName) -> list[Action]:
+        """``service``'s replica died or hung and the connection placed the call on another:
+        the messages that bring the new one up to date (to be published to it)."""
+        if self.phase in (CallPhase.NEW, CallPhase.FINISHED):
+            return []
+        if service is ServiceName.ASR and self._asr_closed:
+            return []  # its flush already delivered everything
+        if service is not ServiceName.ASR and not self.options.answer:
+            return []
+        speech = self._speech
+        messages = self.recovery.restart(
+            service,
+            answering=self._turns.busy,
+            speech_ongoing=speech is not None and speech.announced,
+            awaiting=len(self._awaiting),
+        )
+        return [Publish(service, m, restore=True) for m in messages]
+
     def audio_sent(self, turn: int, nbytes: int) -> None:
         """The connection wrote ``nbytes`` of ``turn``'s reply audio (PCM16 at the TTS rate)."""
         answer = self._answers.get(turn)
@@ -687,6 +713,12 @@ class CallCore:
         """A message from one of the call's services arrived at ``now``."""
         if self.phase in (CallPhase.NEW, CallPhase.FINISHED):
             return []
+        if isinstance(msg, VadEvent | SentenceBegin | TranscriptPartial | TranscriptFinal):
+            # Onto the call's timeline; None: a replacement replica repeats what we had.
+            mapped = self.recovery.asr_result(msg)
+            if mapped is None:
+                return []
+            msg = mapped
         match msg:
             case VadEvent():
                 return self._on_vad(msg, now)
@@ -810,19 +842,25 @@ class CallCore:
 
     def _on_llm(self, msg: LlmBegin | LlmDelta | LlmEnd) -> list[Action]:
         if isinstance(msg, LlmBegin):
-            return [Emit(msg)]
+            return [Emit(msg)] if self.recovery.llm_begin(msg.turn) else []
         if isinstance(msg, LlmDelta):
+            msg = self.recovery.llm_delta(msg)
             self._tts_seq += 1
             text = TtsText(sid=self.sid, turn=msg.turn, seq=self._tts_seq, text=msg.text)
             return [Emit(msg), Publish(ServiceName.TTS, text)]
+        self.recovery.llm_end(msg)
         return [Emit(msg)] + self._apply(TurnInput.LLM_DONE)
 
     def _on_tts(self, msg: TtsBegin | TtsSegment | TtsAudio | TtsEnd, now: float) -> list[Action]:
         answer = self._answers[self._turn]
         match msg:
             case TtsBegin():
-                return [Emit(msg)]
+                return [Emit(msg)] if self.recovery.tts_begin(msg.turn) else []
             case TtsSegment():
+                segment = self.recovery.tts_segment(msg)
+                if segment is None:
+                    return []  # a replacement replica speaks the sentence again
+                msg = segment
                 answer.segment(msg.index, msg.text)
                 if not self._first_audio_sent:
                     # Bella and others put "first audio" before the first segment's text;
@@ -831,6 +869,10 @@ class CallCore:
                     return []
                 return [Emit(msg)]
             case TtsAudio():
+                audio = self.recovery.tts_audio(msg)
+                if audio is None:
+                    return []  # the client already has this audio
+                msg = audio
                 answer.audio(msg.index, len(msg.pcm))
                 return self._on_audio_out(msg, now)
             case TtsEnd():
@@ -878,6 +920,8 @@ class CallCore:
         return []
 
     def _fail_turn(self, msg: ServiceError) -> list[Action]:
+        if msg.service is ServiceName.LLM:
+            self.recovery.llm_failed(self._turn)
         failed = TurnFailed(self._turn, msg.service, msg.code, msg.message)
         event = TurnInput.LLM_FAILED if msg.service is ServiceName.LLM else TurnInput.TTS_FAILED
         return [Emit(failed)] + self._apply(event) + self._maybe_complete()

@@ -48,6 +48,12 @@ from services.gateway.call import (
     SendAudio,
 )
 from services.gateway.metrics import GatewayMetrics, RejectReason
+from services.gateway.persistence import (
+    CallPersistence,
+    StateRefused,
+    open_state,
+    with_history,
+)
 from services.gateway.protocol import (
     AddUserText,
     AudioOut,
@@ -75,6 +81,7 @@ from services.gateway.ratelimit import (
     refusal_reason,
 )
 from services.gateway.ratelimit import Verdict as RateVerdict
+from services.gateway.replicas import CallReplicas
 from services.gateway.settings import GatewaySettings
 from shared import subjects
 from shared.bus import NatsBus
@@ -82,6 +89,7 @@ from shared.errors import BusError, OverloadedError, UnknownModelError
 from shared.logs import SessionLogger
 from shared.messages import ErrorCode, Message, ServiceName
 from shared.placement import assign_replica
+from shared.state import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +105,8 @@ class Context:
     settings: GatewaySettings
     bus: NatsBus
     metrics: GatewayMetrics
+    store: SessionStore | None = None  # None: sessions cannot be resumed
+    replica_id: str = ""  # this gateway, as the owner of its sessions in the store
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class CallConnection:
         greeting: Sequence[Output] = (),
         drain_code: int = CloseCode.GOING_AWAY,
         half_duplex: bool = False,
+        key_id: str = "",
     ) -> None:
         self._ws = ws
         self._ctx = ctx
@@ -142,8 +153,14 @@ class CallConnection:
         self._greeting = list(greeting)
         self._drain_code = drain_code
         self._half_duplex = half_duplex
+        self._key_id = key_id  # the API key's id: a key resumes only its own sessions
+        self._persist: CallPersistence | None = None
         self._core: CallCore | None = None
         self._replicas: Replicas | None = None
+        self._failover: CallReplicas | None = None  # watches and replaces lost replicas
+        # Service messages go out one at a time, so a replacement replica's restore is
+        # not interleaved with newer messages (an audio frame overtaking the replay).
+        self._send_lock = asyncio.Lock()
         self._sub: Subscription | None = None
         self._inbound: asyncio.Queue[Message] = asyncio.Queue(maxsize=self._settings.inbound_queue)
         self._out: asyncio.Queue[_Out | _Close] = asyncio.Queue(
@@ -215,6 +232,8 @@ class CallConnection:
         for task in (self._inbound_task, self._drain_task):
             if task is not None:
                 task.cancel()
+        if self._failover is not None:
+            self._failover.stop()
 
     async def _release(self) -> None:
         """Whatever happened, the services must not keep this call alive."""
@@ -224,12 +243,17 @@ class CallConnection:
                     await self._execute(self._core.hangup(), None)
             except (TimeoutError, BusError, SlowClientError) as exc:
                 self._log.warning("could not close the call's sessions: %s", exc)
+        if self._persist is not None:
+            # Written out and detached: resumable (on any replica) for the grace period.
+            await self._persist.aclose()
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
             except Exception as exc:  # noqa: BLE001 - the bus closed under us at shutdown
                 self._log.debug("unsubscribe failed: %s", exc)
             self._sub = None
+        if self._failover is not None:
+            await self._failover.aclose()
 
     # ------------------------------------------------------------------ reader
 
@@ -314,7 +338,7 @@ class CallConnection:
                 case CloseConnection():
                     self._enqueue_close(out.code, out.reason)
                 case BeginCall():
-                    await self._begin(out.options)
+                    await self._begin(out.options, resume=out.resume)
                 case ForwardAudio():
                     now = time.monotonic()
                     self._last_audio_at = now
@@ -387,9 +411,23 @@ class CallConnection:
         )
         return dataclasses.replace(options, barge_in=barge_in)
 
-    async def _begin(self, options: CallOptions) -> None:
+    async def _begin(self, options: CallOptions, *, resume: bool = False) -> None:
         options = self._with_defaults(options)
         self._log = SessionLogger(log, {"sid": options.sid})
+        state = await open_state(
+            self._ctx.store,
+            options,
+            resume=resume,
+            key_id=self._key_id,
+            protocol=self._session.protocol,
+            owner=self._ctx.replica_id,
+            logger=self._log,
+        )
+        if isinstance(state, StateRefused):
+            await self._apply(self._session.start_failed(state.code, state.message))
+            self._enqueue_close(state.close_code, state.reason)
+            return
+        options, self._persist = state.options, state.persistence
         try:
             # Subscribed (and confirmed by a round trip) before anyone, the services or the
             # client, hears of the call, so no early result can miss us.
@@ -424,8 +462,9 @@ class CallConnection:
         self._core = core
         assert self._tg is not None
         self._inbound_task = self._tg.create_task(self._inbound_loop(core), name="call-inbound")
+        self._start_failover(core, options)
         self._last_audio_at = time.monotonic()
-        await self._execute(core.open(), None)
+        await self._execute(with_history(core.open(), state.history), None)
         await self._apply(self._session.started())
         self._log.info("call started (replicas %s)", self._replicas)
 
@@ -450,7 +489,36 @@ class CallConnection:
 
     # ------------------------------------------------------------------ services -> core
 
+    def _start_failover(self, core: CallCore, options: CallOptions) -> None:
+        assert self._replicas is not None and self._tg is not None
+
+        async def replaced(service: ServiceName) -> None:
+            assert self._failover is not None
+            async with self._send_lock:
+                self._failover.settle(service)
+                # Only publishes: the restore of the replacement, before anything newer.
+                for action in core.replica_lost(service):
+                    assert isinstance(action, Publish)
+                    await self._send(action)
+
+        async def failed(service: ServiceName, reason: str) -> None:
+            message = f"the {service.value} replica was lost and none could take over: {reason}"
+            await self._execute(core.fail(ErrorCode.OVERLOADED, message, service), None)
+
+        self._failover = CallReplicas(
+            self._ctx.bus,
+            options.sid,
+            self._replicas,
+            models=options.models,
+            handler=self._on_bus,
+            on_replaced=replaced,
+            on_failed=failed,
+        )
+        self._failover.start(self._tg)
+
     async def _on_bus(self, message: Message) -> None:
+        if self._failover is not None and not self._failover.accepts(message):
+            return  # from a replica the call was moved away from
         # Blocking put: back-pressure lands on this subscription's NATS pending limits.
         await self._inbound.put(message)
 
@@ -475,6 +543,8 @@ class CallConnection:
 
     async def _execute(self, actions: list[Action], close_code: int | None) -> None:
         """Carry out the core's actions in order. ``close_code`` overrides 1000 on Finish."""
+        if self._persist is not None:
+            self._persist.observe(actions)
         for action in actions:
             match action:
                 case Publish():
@@ -535,15 +605,29 @@ class CallConnection:
             self._metrics.barge_in_audio_stopped(action.heard_at, max(written_at, action.heard_at))
 
     async def _publish(self, action: Publish) -> None:
-        assert self._replicas is not None
-        replica = self._replicas.of(action.service)
+        async with self._send_lock:
+            await self._send(action)
+
+    async def _send(self, action: Publish) -> None:
+        assert self._replicas is not None and self._core is not None
+        # Recorded even when not sent now: a replacement replica is brought up to date.
+        self._core.published(action)
+        message = action.message
+        replica: str | None
+        if self._failover is not None:
+            routed = self._failover.route(action.service, message)
+            if routed is None:
+                return
+            replica, message = routed
+        else:
+            replica = self._replicas.of(action.service)
         if replica is None:
             return
         if action.control:
             subject = subjects.worker_ctl(action.service, replica)
         else:
             subject = subjects.worker_in(action.service, replica)
-        await self._ctx.bus.publish(subject, action.message)
+        await self._ctx.bus.publish(subject, message)
 
     # ------------------------------------------------------------------ writer
 

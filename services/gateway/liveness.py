@@ -8,7 +8,12 @@ So the gateway probes each replica it uses with the ``nats.micro`` PING every
 (ARCHITECTURE.md, "Liveness": 42-158 ms to notice in the prototype).
 
 While the gateway itself is disconnected from NATS nothing can be concluded about
-anyone, so probes are skipped rather than counted as misses.
+anyone, so probes are skipped rather than counted as misses. Once it is back, the
+replicas need a moment to reconnect too: "no responders" is not taken for death during
+a grace of probes. What was published meanwhile may be lost (the server drops messages
+for subjects nobody subscribes to yet), so the first reply after an outage ends the
+watch with RESYNC: the call's sessions are then opened afresh and brought up to date,
+as after a loss, on the same replica if it is the one the placement picks.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Verdict(Enum):
     ALIVE = "alive"
     DEAD = "dead"  # nobody serves the replica's subjects any more
     HUNG = "hung"  # it is connected but does not answer
+    RESYNC = "resync"  # alive, but messages may have been lost while NATS was down
 
 
 class ProbeOutcome(Enum):
@@ -47,19 +53,30 @@ class ProbeTracker:
     """Turns probe outcomes into a verdict (sans-I/O)."""
 
     misses_to_hung: int = 3
+    reconnect_grace: int = 50  # probes after an outage before "no responders" means dead
     misses: int = 0
+    outage: bool = False  # our connection dropped since the last reply
+    grace_left: int = 0
 
     def feed(self, outcome: ProbeOutcome) -> Verdict:
         match outcome:
             case ProbeOutcome.REPLY:
                 self.misses = 0
+                if self.outage:
+                    self.outage = False
+                    return Verdict.RESYNC
                 return Verdict.ALIVE
             case ProbeOutcome.NO_RESPONDERS:
+                if self.outage and self.grace_left > 0:
+                    self.grace_left -= 1  # it may still be reconnecting
+                    return Verdict.ALIVE
                 return Verdict.DEAD
             case ProbeOutcome.TIMEOUT:
                 self.misses += 1
                 return Verdict.HUNG if self.misses >= self.misses_to_hung else Verdict.ALIVE
             case ProbeOutcome.DISCONNECTED:
+                self.outage = True
+                self.grace_left = self.reconnect_grace
                 return Verdict.ALIVE
 
 
@@ -71,6 +88,7 @@ class ProbeOptions:
     interval_s: float = 0.1
     timeout_s: float = 0.2
     misses_to_hung: int = 3
+    reconnect_grace: int = 50
 
 
 class ReplicaWatch:
@@ -106,12 +124,21 @@ class ReplicaWatch:
         return ProbeOutcome.REPLY
 
     async def run(self) -> Verdict:
-        """Return the verdict that ended the watch (DEAD or HUNG), after ``on_lost``."""
-        tracker = ProbeTracker(misses_to_hung=self._options.misses_to_hung)
+        """Return the verdict that ended the watch (DEAD, HUNG or RESYNC).
+
+        ``on_lost`` is called first, for DEAD and HUNG only.
+        """
+        tracker = ProbeTracker(
+            misses_to_hung=self._options.misses_to_hung,
+            reconnect_grace=self._options.reconnect_grace,
+        )
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             verdict = tracker.feed(await self.probe())
+            if verdict is Verdict.RESYNC:
+                log.info("%s replica %s is back after an outage", self.service.value, self.replica)
+                return verdict
             if verdict is not Verdict.ALIVE:
                 log.warning("%s replica %s is %s", self.service.value, self.replica, verdict.value)
                 await self._on_lost(self.service, self.replica, verdict)

@@ -150,6 +150,18 @@ class Conversation:
 
 # --------------------------------------------------------------------------- TTS
 
+_DELIVERED = 0.85  # this much of a sentence's estimated audio: take it as all of it
+_MIN_RATE_CHARS = 12  # finished text needed to estimate the audio per character
+
+
+def _words_until(text: str, fraction: float) -> str:
+    """The first ``fraction`` of ``text``, cut after a whole word."""
+    end = int(len(text) * max(0.0, min(1.0, fraction)))
+    if end >= len(text):
+        return text
+    space = text.rfind(" ", 0, end + 1)
+    return text[:space] if space > 0 else ""
+
 
 @dataclass
 class SpeechResume:
@@ -192,8 +204,17 @@ class SpeechResume:
         self.audio_bytes[answer_index] += len(pcm)
         return pcm
 
-    def resume(self) -> str:
-        """Switch to a replacement replica; returns the text it must speak."""
+    def resume(self, *, estimate: bool = False, bytes_per_char: float | None = None) -> str:
+        """Switch to a replacement replica; returns the text it must speak.
+
+        By default the unfinished sentence is spoken again and the audio the client has
+        of it is skipped: exact, but the replacement synthesizes the whole sentence before
+        anything new comes out (seconds for a long one). With ``estimate`` the sentence's
+        length in audio is estimated from the answer's finished sentences (audio bytes
+        per character; ``bytes_per_char`` before any sentence finished): a sentence that
+        looks delivered is skipped, and one that is not resumes from the word the
+        delivered audio reached (a word may be said twice).
+        """
         done = max(0, len(self.segments) - 1)  # the last begun sentence may be incomplete
         cursor = 0
         for text in self.segments[:done]:
@@ -204,4 +225,25 @@ class SpeechResume:
         # Delivered audio of that sentence stays counted: only what goes beyond it is new.
         self.skip_bytes = self.audio_bytes[done] if done < len(self.audio_bytes) else 0
         del self.segments[done + 1 :]
-        return self.text_sent[cursor:]
+        rate = (self._bytes_per_char(done) or bytes_per_char) if estimate else None
+        current = self.segments[done].strip() if done < len(self.segments) else ""
+        found = self.text_sent.find(current, cursor) if current else -1
+        if rate is None or found < 0 or not self.skip_bytes:
+            return self.text_sent[cursor:]
+        fraction = self.skip_bytes / (rate * len(current))
+        if fraction >= _DELIVERED:
+            self.skip_bytes = 0
+            self.index_offset = done + 1  # the replacement starts with the next sentence
+            return self.text_sent[found + len(current) :]
+        heard = _words_until(current, fraction)
+        if not heard:
+            return self.text_sent[cursor:]  # not one word yet: say it all, skip the audio
+        # The replacement's first sentence continues this one.
+        self.skip_bytes = 0
+        return self.text_sent[found + len(heard) :]
+
+    def _bytes_per_char(self, done: int) -> float | None:
+        chars = sum(len(t.strip()) for t in self.segments[:done])
+        audio = sum(self.audio_bytes[:done])
+        # Short sentences are mostly the synthesizer's leading and trailing silence.
+        return audio / chars if chars >= _MIN_RATE_CHARS and audio else None

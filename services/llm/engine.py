@@ -181,6 +181,7 @@ class LlmEngine:
                 # A remote model caches (and bills) prompts on its own terms.
                 prefill=embedded and (self.options.prefill if prefill is None else prefill),
                 prompt_log=self.options.prompt_log,
+                continues_answers=embedded,
             ),
             slot=slot,
             release_slot=release,

@@ -129,6 +129,17 @@ def build_messages(
     return messages
 
 
+def continue_answer(messages: list[dict[str, str]], resume: str) -> list[dict[str, str]]:
+    """``messages`` ending with the answer's start ``resume``, which the model continues.
+
+    llama.cpp's chat completion continues a final assistant message instead of starting
+    a new one (failover: the client already has that much of the answer).
+    """
+    if not resume:
+        return messages
+    return [*messages, {"role": "assistant", "content": resume}]
+
+
 def record_turn(
     history: Sequence[ChatMessage],
     user: str | None,

@@ -44,6 +44,7 @@ from services.llm.prompt import (
     build_messages,
     cap_history,
     chat_request,
+    continue_answer,
     conversation_only,
     record_turn,
 )
@@ -87,6 +88,9 @@ class SessionOptions:
     close_grace_s: float = 30.0  # how long LlmClose lets a running answer finish
     budget_margin_tokens: int = 32  # room for template tokens the estimate misses
     prompt_log: Path | None = None  # LLM_PROMPT_LOG: every rendered prompt, as JSON lines
+    # The engine continues a final assistant message (llama.cpp does); a remote
+    # OpenAI-compatible model is not known to, so a resumed answer starts over there.
+    continues_answers: bool = True
 
 
 @dataclass
@@ -95,6 +99,7 @@ class _Generation:
     user_text: str | None
     user_item_id: str = ""
     assistant_item_id: str = ""
+    resume: str = ""  # the answer's start the client already has (failover)
     task: asyncio.Task[None] | None = None
     stream: TokenStream | None = None
     workers: TurnWorkers | None = None
@@ -222,9 +227,18 @@ class LlmSession:
             user_text=message.text,
             user_item_id=message.user_item_id,
             assistant_item_id=message.assistant_item_id,
+            resume=self._resumable(message),
         )
         self._current = gen
         gen.task = self._spawn(self._run(gen), f"turn-{message.turn}")
+
+    def _resumable(self, message: LlmTurn) -> str:
+        if not message.resume or self._options.continues_answers:
+            return message.resume
+        self._log.warning(
+            "turn %d: the model cannot continue an answer; it starts over", message.turn
+        )
+        return ""
 
     def _abandon(self, gen: _Generation, *, report: bool = True) -> None:
         if self._current is gen:
@@ -238,7 +252,7 @@ class LlmSession:
         if not gen.settled:
             gen.settled = True
             # With an item id the gateway will truncate the answer to what was heard.
-            partial = "".join(gen.pieces) if gen.assistant_item_id else None
+            partial = gen.resume + "".join(gen.pieces) if gen.assistant_item_id else None
             self._history = record_turn(
                 self._history,
                 gen.user_text,
@@ -358,13 +372,14 @@ class LlmSession:
         user = None
         if gen.user_text is not None:
             user = main_user_content(c, self._history, user_message, self._variables, results)
-        return build_messages(
+        messages = build_messages(
             system,
             self._history,
             user,
             max_history=self._max_history,
             budget_tokens=self._budget_tokens,
         )
+        return continue_answer(messages, gen.resume)
 
     async def _generate_text(self, request: dict[str, Any]) -> str:
         """A whole (worker) generation's text; cancelling stops the engine."""
@@ -440,7 +455,7 @@ class LlmSession:
             stream.stop()
             if self._current is gen:
                 self._current = None
-        await self._complete(gen, "".join(pieces), started, first_token_at, finished)
+        await self._complete(gen, gen.resume + "".join(pieces), started, first_token_at, finished)
 
     async def _complete(
         self,

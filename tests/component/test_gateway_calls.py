@@ -106,6 +106,10 @@ class ScriptedServices:
                 )
             )
             self._subs.append(await self.nc.subscribe(f"$SRV.PING.{svc.value}", cb=self._pong))
+            # The gateway probes each replica it uses (liveness).
+            self._subs.append(
+                await self.nc.subscribe(subjects.micro_ping(svc, self.replica(svc)), cb=self._pong)
+            )
             self._subs.append(
                 await self.nc.subscribe(
                     subjects.worker_in(svc, self.replica(svc)), cb=self._data_cb(svc)
