@@ -20,7 +20,11 @@ ReadyCheck = Callable[[], Awaitable[tuple[bool, str]]]
 def response(status: HTTPStatus, body: bytes | str, content_type: str = "text/plain") -> Response:
     data = body.encode() if isinstance(body, str) else body
     headers = Headers(
-        [("Content-Type", content_type), ("Content-Length", str(len(data))), ("Connection", "close")]
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+        ]
     )
     return Response(status.value, status.phrase, headers, data)
 

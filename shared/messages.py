@@ -21,7 +21,7 @@ Families, by direction:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
@@ -418,38 +418,36 @@ class SessionClosed(WireModel):
 
 
 Message = Annotated[
-    Union[
-        AssignRequest,
-        AssignReply,
-        AsrOpen,
-        AudioFrame,
-        AsrCommit,
-        AsrClose,
-        VadEvent,
-        SentenceBegin,
-        TranscriptPartial,
-        TranscriptFinal,
-        LlmOpen,
-        LlmTurn,
-        LlmUpdate,
-        LlmEdit,
-        LlmClose,
-        LlmBegin,
-        LlmDelta,
-        LlmEnd,
-        LlmWorkerEvent,
-        TtsOpen,
-        TtsUpdate,
-        TtsText,
-        TtsClose,
-        TtsBegin,
-        TtsSegment,
-        TtsAudio,
-        TtsEnd,
-        Cancel,
-        ServiceError,
-        SessionClosed,
-    ],
+    AssignRequest
+    | AssignReply
+    | AsrOpen
+    | AudioFrame
+    | AsrCommit
+    | AsrClose
+    | VadEvent
+    | SentenceBegin
+    | TranscriptPartial
+    | TranscriptFinal
+    | LlmOpen
+    | LlmTurn
+    | LlmUpdate
+    | LlmEdit
+    | LlmClose
+    | LlmBegin
+    | LlmDelta
+    | LlmEnd
+    | LlmWorkerEvent
+    | TtsOpen
+    | TtsUpdate
+    | TtsText
+    | TtsClose
+    | TtsBegin
+    | TtsSegment
+    | TtsAudio
+    | TtsEnd
+    | Cancel
+    | ServiceError
+    | SessionClosed,
     Field(discriminator="type"),
 ]
 

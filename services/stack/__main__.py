@@ -1,8 +1,8 @@
 """``python -m services.stack``: the command line behind ``./run up`` and ``./run call``.
 
-    up [--replicas asr=2,tts=2]     start NATS, every service and the gateway; Ctrl-C stops all
-    call FILE.wav [--out reply.wav] place a Bella call from a WAV file, print transcripts,
-                                    save the spoken reply
+up [--replicas asr=2,tts=2]     start NATS, every service and the gateway; Ctrl-C stops all
+call FILE.wav [--out reply.wav] place a Bella call from a WAV file, print transcripts,
+                                save the spoken reply
 """
 
 from __future__ import annotations
@@ -100,13 +100,20 @@ async def _call(args: argparse.Namespace) -> int:
     host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
     port = os.environ.get("GATEWAY_PORT", "8080")
     url = args.url or f"ws://{host}:{port}/v1/audio/realtime"
-    key = args.api_key or (os.environ.get("GATEWAY_API_KEYS", "").split(",")[0].strip()
-                           or dev_api_key(CommonSettings().data_dir))
+    key = args.api_key or (
+        os.environ.get("GATEWAY_API_KEYS", "").split(",")[0].strip()
+        or dev_api_key(CommonSettings().data_dir)
+    )
     call = await BellaCall.open(url, key, on_event=_print_event)
     try:
-        started = await call.start({"format": "pcm", "sample_rate": 16000,
-                                    "enable_intermediate_result": True,
-                                    "tts_option": {"sample_rate": 24000}})
+        started = await call.start(
+            {
+                "format": "pcm",
+                "sample_rate": 16000,
+                "enable_intermediate_result": True,
+                "tts_option": {"sample_rate": 24000},
+            }
+        )
         if started.name != "TranscriptionStarted":
             print(f"call refused: {started.header.get('status_message')}", file=sys.stderr)
             return 1
@@ -123,8 +130,9 @@ async def _call(args: argparse.Namespace) -> int:
             w.setsampwidth(2)
             w.setframerate(24000)
             w.writeframes(reply)
-        print(f"[call] saved {len(reply) / 48000:.1f} s of reply audio to {args.out}",
-              file=sys.stderr)
+        print(
+            f"[call] saved {len(reply) / 48000:.1f} s of reply audio to {args.out}", file=sys.stderr
+        )
     return 0
 
 

@@ -95,14 +95,16 @@ class BellaCall:
 
     async def start(self, payload: dict[str, Any], *, timeout_s: float = 30.0) -> Received:
         """Send StartTranscription; return TranscriptionStarted (or the failure event)."""
-        await self.ws.send(json.dumps({"header": self._header("StartTranscription"),
-                                       "payload": payload}))
+        await self.ws.send(
+            json.dumps({"header": self._header("StartTranscription"), "payload": payload})
+        )
         return await self.wait_for(
             lambda r: r.name in ("TranscriptionStarted", "TaskFailed"), timeout_s=timeout_s
         )
 
-    async def send_audio(self, pcm: bytes, *, sample_rate: int = 16000, frame_ms: int = 100,
-                         realtime: bool = True) -> float:
+    async def send_audio(
+        self, pcm: bytes, *, sample_rate: int = 16000, frame_ms: int = 100, realtime: bool = True
+    ) -> float:
         """Stream PCM16 in frames; at real-time pace unless ``realtime`` is false.
 
         Returns the monotonic time the last frame was sent.
@@ -131,8 +133,9 @@ class BellaCall:
 
     # ---------------------------------------------------------------- waiting
 
-    async def wait_for(self, match: Callable[[Received], bool], *, timeout_s: float = 30.0,
-                       after: int = 0) -> Received:
+    async def wait_for(
+        self, match: Callable[[Received], bool], *, timeout_s: float = 30.0, after: int = 0
+    ) -> Received:
         """Wait for the first received item (from index ``after``) that matches."""
         async with asyncio.timeout(timeout_s):
             async with self._changed:
@@ -158,5 +161,5 @@ class BellaCall:
                     await self._reader
             except (TimeoutError, ConnectionError, OSError):
                 self._reader.cancel()
-            except Exception:  # the reader already reported the close; nothing to add
+            except Exception:  # noqa: BLE001, S110 - the reader already reported the close
                 pass

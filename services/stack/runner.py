@@ -42,8 +42,10 @@ async def running_stack(
         workers, gateway = specs[:-1], specs[-1]
         await asyncio.gather(*(sup.start(spec) for spec in workers))
         line = await sup.start(gateway)
-        url = line.split("url=", 1)[1].split()[0] if "url=" in line else (
-            f"ws://{options.gateway_host}:{options.gateway_port}"
+        url = (
+            line.split("url=", 1)[1].split()[0]
+            if "url=" in line
+            else (f"ws://{options.gateway_host}:{options.gateway_port}")
         )
         if echo:
             echo(f"[stack] ready in {time.monotonic() - started:.1f} s")

@@ -67,15 +67,23 @@ def nats_spec(options: StackOptions) -> ChildSpec:
     return ChildSpec(
         name="nats",
         argv=(
-            nats_server_binary(), "-a", "127.0.0.1", "-p", str(options.nats_port),
-            "-js", "-sd", str(store),
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(options.nats_port),
+            "-js",
+            "-sd",
+            str(store),
         ),
         ready_marker="Server is ready",
         ready_timeout_s=30.0,
     )
 
 
-def service_specs(options: StackOptions, nats_url: str, api_keys: tuple[str, ...]) -> list[ChildSpec]:
+def service_specs(
+    options: StackOptions, nats_url: str, api_keys: tuple[str, ...]
+) -> list[ChildSpec]:
     env = {
         "NATS_URL": nats_url,
         "VOICE_DATA_DIR": str(options.data_dir),

@@ -37,7 +37,7 @@ def prompt_log() -> Iterator[Path]:
 async def stack(nats_server: object, prompt_log: Path) -> AsyncIterator[RunningStack]:
     options = StackOptions(
         data_dir=CommonSettings().data_dir,
-        nats_url=getattr(nats_server, "url"),
+        nats_url=nats_server.url,
         gateway_port=free_port(),
         api_keys=(API_KEY,),
         # The LLM records what its models were given: the worker chain tests read it.

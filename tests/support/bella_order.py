@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 TURN_ORDER = ("SentenceEnd", "LLM_CHAT_BEGIN", "LLM_CHAT_DELTA", "TTS_BEGIN", "TTS_TTFT", "audio")
 
 
@@ -20,7 +22,7 @@ def order_violations(names: list[str]) -> list[str]:
     missing = [n for n, i in positions if i < 0]
     if missing:
         return [f"missing {', '.join(missing)}"]
-    for (a, ia), (b, ib) in zip(positions, positions[1:]):
+    for (a, ia), (b, ib) in itertools.pairwise(positions):
         if ia > ib:
             problems.append(f"{a} after {b}")
     sb = first("SentenceBegin")
