@@ -233,16 +233,21 @@ class OutputItemEvent(ServerEvent):
     item: Item
 
 
-class ContentPartEvent(ServerEvent):
-    type: Literal["response.content_part.added", "response.content_part.done"]
+class ContentEvent(ServerEvent):
+    """An event about one content part of one output item of a response."""
+
     response_id: str
     item_id: str
     output_index: int = 0
     content_index: int = 0
+
+
+class ContentPartEvent(ContentEvent):
+    type: Literal["response.content_part.added", "response.content_part.done"]
     part: Part
 
 
-class DeltaEvent(ServerEvent):
+class DeltaEvent(ContentEvent):
     """Audio, audio transcript or text delta (the name says which)."""
 
     type: Literal[
@@ -253,36 +258,20 @@ class DeltaEvent(ServerEvent):
         "response.output_text.delta",
         "response.text.delta",
     ]
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     delta: str
 
 
-class AudioDone(ServerEvent):
+class AudioDone(ContentEvent):
     type: Literal["response.output_audio.done", "response.audio.done"]
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
 
 
-class TranscriptDone(ServerEvent):
+class TranscriptDone(ContentEvent):
     type: Literal["response.output_audio_transcript.done", "response.audio_transcript.done"]
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     transcript: str
 
 
-class TextDone(ServerEvent):
+class TextDone(ContentEvent):
     type: Literal["response.output_text.done", "response.text.done"]
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     text: str
 
 
