@@ -10,6 +10,7 @@ per subject (messages and bytes, each way) routed into metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import codec
 from shared.errors import BusError, DecodeError
-from shared.messages import Message, WireModel
+from shared.messages import BULK_TYPES, MAX_BATCH_ITEMS, Batch, Message, WireModel
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class BusOptions:
     ping_interval_s: int = 5
     connect_timeout_s: float = 2.0
     publish_buffer_bytes: int = 256 * 1024
+    # Bulk messages (audio) are held this long and sent per subject as one `Batch`:
+    # every NATS message costs a socket write here and a wake-up of the server and of
+    # the receiver, which at hundreds of calls costs more CPU than the audio itself.
+    # 0 sends each at once.
+    bulk_linger_s: float = 0.005
+    bulk_max_bytes: int = 256 * 1024  # sent early past this much (NATS max payload: 1 MiB)
 
 
 class BusCounters(Protocol):
@@ -82,13 +89,49 @@ class Bus(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Bulk:
+    """Bulk messages waiting for the linger to end: encoded, per subject, in order."""
+
+    def __init__(self) -> None:
+        self.subjects: dict[str, list[bytes]] = {}
+        self.size = 0
+
+    def add(self, subject: str, data: bytes) -> None:
+        self.subjects.setdefault(subject, []).append(data)
+        self.size += len(data)
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def take(self) -> list[tuple[str, bytes, int]]:
+        """(subject, payload, messages in it) per subject; leaves this empty."""
+        out: list[tuple[str, bytes, int]] = []
+        for subject, items in self.subjects.items():
+            for start in range(0, len(items), MAX_BATCH_ITEMS):
+                chunk = items[start : start + MAX_BATCH_ITEMS]
+                payload = chunk[0] if len(chunk) == 1 else codec.encode_batch(chunk)
+                out.append((subject, payload, len(chunk)))
+        self.subjects = {}
+        self.size = 0
+        return out
+
+
 class NatsBus:
-    """`Bus` over nats-py."""
+    """`Bus` over nats-py.
+
+    Bulk messages (`BULK_TYPES`) linger up to ``bulk_linger_s`` and go out per subject
+    as one `Batch`; any other message first sends what lingers, so the order of this
+    connection's messages on each subject is exactly the order of the publish calls.
+    Subscribers get a batch's items one by one, as if each had come alone.
+    """
 
     def __init__(self, nc: Client, options: BusOptions, counters: BusCounters) -> None:
         self._nc = nc
         self._options = options
         self._counters = counters
+        self._bulk = _Bulk()
+        self._bulk_due = asyncio.Event()
+        self._lingerer: asyncio.Task[None] | None = None  # started by the first bulk message
 
     @classmethod
     async def connect(cls, options: BusOptions, counters: BusCounters | None = None) -> NatsBus:
@@ -137,14 +180,44 @@ class NatsBus:
 
     async def publish(self, subject: str, message: WireModel) -> None:
         data = codec.encode(message)
+        if self._options.bulk_linger_s > 0 and isinstance(message, BULK_TYPES):
+            self._bulk.add(subject, data)
+            if self._bulk.size >= self._options.bulk_max_bytes:
+                await self.flush_bulk()
+            elif not self._bulk_due.is_set():
+                self._bulk_due.set()
+                if self._lingerer is None:
+                    self._lingerer = asyncio.create_task(self._linger(), name="bus-linger")
+            return
+        if self._bulk:
+            await self.flush_bulk()  # what was published before goes first
+        await self._send(subject, data, 1)
+
+    async def flush_bulk(self) -> None:
+        """Send the lingering bulk messages now."""
+        self._bulk_due.clear()
+        for subject, payload, count in self._bulk.take():
+            await self._send(subject, payload, count)
+
+    async def _send(self, subject: str, data: bytes, count: int) -> None:
         try:
             await self._nc.publish(subject, data)
         except OutboundBufferLimitError:
             # Disconnected with a full buffer: the audio would be stale by the time it
             # arrived; the sender's replay covers what matters.
-            self._counters.dropped_publish()
+            for _ in range(count):
+                self._counters.dropped_publish()
             return
         self._counters.bus_message("out", subject, len(data))
+
+    async def _linger(self) -> None:
+        while True:
+            await self._bulk_due.wait()
+            await asyncio.sleep(self._options.bulk_linger_s)
+            try:
+                await self.flush_bulk()
+            except Exception:  # the bus must keep lingering whatever one send did
+                log.exception("sending bulk messages failed")
 
     async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
         async def on_msg(msg: Msg) -> None:
@@ -155,10 +228,12 @@ class NatsBus:
                 self._counters.bad_message()
                 log.warning("dropping undecodable message on %s: %s", msg.subject, exc)
                 return
-            try:
-                await handler(message)
-            except Exception:
-                log.exception("handler failed on %s", msg.subject)
+            items = message.items if isinstance(message, Batch) else (message,)
+            for item in items:
+                try:
+                    await handler(item)
+                except Exception:
+                    log.exception("handler failed on %s", msg.subject)
 
         return await self._nc.subscribe(
             subject,
@@ -186,6 +261,15 @@ class NatsBus:
         """Drain subscriptions and close; safe to call twice."""
         if self._nc.is_closed:
             return
+        if self._lingerer is not None:
+            self._lingerer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lingerer
+            self._lingerer = None
+        try:
+            await self.flush_bulk()
+        except Exception as exc:  # noqa: BLE001 - closing anyway; the audio is stale
+            log.debug("unsent bulk messages at close: %s", exc)
         try:
             async with asyncio.timeout(5):
                 await self._nc.drain()

@@ -35,6 +35,21 @@ def encode(message: WireModel) -> bytes:
     return data
 
 
+_BATCH_HEAD = msgpack.packb("type") + msgpack.packb("batch") + msgpack.packb("items")
+
+
+def encode_batch(encoded: list[bytes]) -> bytes:
+    """A `Batch` of messages already encoded by `encode`, without encoding them again.
+
+    msgpack is a concatenation format: a map header, the ``type`` and ``items`` keys,
+    an array header and the items' own bytes decode exactly as ``Batch(items=[...])``.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    return b"".join(
+        (packer.pack_map_header(2), _BATCH_HEAD, packer.pack_array_header(len(encoded)), *encoded)
+    )
+
+
 def decode(data: bytes) -> Message:
     """Parse bytes into the matching message model.
 

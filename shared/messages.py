@@ -417,6 +417,23 @@ class SessionClosed(WireModel):
     service: ServiceName
 
 
+# Bulk messages: the real-time streams (a call's audio, its spoken answer). The bus may
+# hold them for a few milliseconds and send those of one subject as one `Batch`.
+BulkMessage = Annotated[AudioFrame | TtsAudio, Field(discriminator="type")]
+BULK_TYPES: tuple[type[WireModel], ...] = (AudioFrame, TtsAudio)
+MAX_BATCH_ITEMS = 4096
+
+
+class Batch(WireModel):
+    """Bulk messages of one subject, in publish order, sent as one NATS message.
+
+    Only the bus builds and opens batches: subscribers see the items one by one.
+    """
+
+    type: Literal["batch"] = "batch"
+    items: list[BulkMessage] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
 Message = Annotated[
     AssignRequest
     | AssignReply
@@ -447,7 +464,8 @@ Message = Annotated[
     | TtsEnd
     | Cancel
     | ServiceError
-    | SessionClosed,
+    | SessionClosed
+    | Batch,
     Field(discriminator="type"),
 ]
 

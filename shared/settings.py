@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bus import BusOptions
+from shared.eventloop import EventLoop
 
 
 def project_root() -> Path:
@@ -15,7 +16,8 @@ def project_root() -> Path:
 
 
 class CommonSettings(BaseSettings):
-    """``NATS_URL``, ``VOICE_DATA_DIR``, ``VOICE_LOG_LEVEL``, ``VOICE_LOG_JSON``."""
+    """``NATS_URL``, ``VOICE_DATA_DIR``, ``VOICE_LOG_LEVEL``, ``VOICE_LOG_JSON``,
+    ``VOICE_BUS_LINGER_MS``, ``VOICE_EVENT_LOOP``."""
 
     model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore", populate_by_name=True)
 
@@ -29,13 +31,20 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("VOICE_LOG_LEVEL"))
     log_json: bool = Field(default=False, validation_alias=AliasChoices("VOICE_LOG_JSON"))
+    event_loop: EventLoop = Field(
+        default=EventLoop.UVLOOP, validation_alias=AliasChoices("VOICE_EVENT_LOOP")
+    )
+    # How long audio waits on the bus to travel with other audio of its subject (0: never).
+    bus_linger_ms: float = Field(
+        default=5.0, ge=0.0, le=50.0, validation_alias=AliasChoices("VOICE_BUS_LINGER_MS")
+    )
 
     @property
     def model_cache(self) -> Path:
         return self.data_dir / "models"
 
     def bus_options(self, name: str) -> BusOptions:
-        return BusOptions(url=self.nats_url, name=name)
+        return BusOptions(url=self.nats_url, name=name, bulk_linger_s=self.bus_linger_ms / 1000)
 
 
 class WorkerSettings(CommonSettings):

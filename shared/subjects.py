@@ -12,6 +12,7 @@ Two planes (ARCHITECTURE.md):
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from shared.messages import ServiceName
 
@@ -29,10 +30,14 @@ def assign(service: ServiceName) -> str:
     return f"{service.value}.assign"
 
 
+# Cached: called for every audio frame, with a handful of replicas.
+@lru_cache(maxsize=1024)
 def worker_in(service: ServiceName, replica: str) -> str:
     return f"{service.value}.w.{_token(replica)}.in"
 
 
+# Cached: called for every audio frame, with a handful of replicas.
+@lru_cache(maxsize=1024)
 def worker_ctl(service: ServiceName, replica: str) -> str:
     return f"{service.value}.w.{_token(replica)}.ctl"
 

@@ -24,7 +24,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
@@ -32,6 +32,7 @@ import websockets
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service, ServiceConfig
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
@@ -92,11 +93,21 @@ class Engine(Protocol):
         """Release engine resources (subprocesses, model memory)."""
 
 
+class _Idle:
+    """Put in a session's inbox by the idle sweep: the session heard nothing for too long."""
+
+
+_IDLE = _Idle()
+
+
 @dataclass
 class _Slot:
     worker: SessionWorker
-    inbox: asyncio.Queue[Message]
+    inbox: asyncio.Queue[Message | _Idle]
     task: asyncio.Task[None] | None = None
+    # Monotonic time of the last message. An idle sweep over all sessions replaces a
+    # timeout around every inbox read: a timer per audio frame cost more than the frame.
+    last: float = field(default_factory=time.monotonic)
 
 
 class WorkerRuntime:
@@ -129,6 +140,8 @@ class WorkerRuntime:
         self._ready = False
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self._message_counters: dict[tuple[str, type], Counter] = {}
+        self._dropped_inbox_full = metrics.dropped.labels(self._svc.value, "inbox_full")
         metrics.session_capacity.labels(self._svc.value).set(settings.max_sessions)
 
     # ------------------------------------------------------------------ lifecycle
@@ -158,6 +171,7 @@ class WorkerRuntime:
             )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                sweeper = tg.create_task(self._sweep_idle(), name="idle-sweep")
                 await self._join_planes()
                 self._ready = True
                 # The line the launcher and tests wait for.
@@ -167,6 +181,7 @@ class WorkerRuntime:
                 )
                 await self._stop.wait()
                 await self._drain()
+                sweeper.cancel()
         finally:
             self._ready = False
             health.close()
@@ -281,10 +296,21 @@ class WorkerRuntime:
 
     # ------------------------------------------------------------------ data plane
 
+    def _count(self, direction: str, message: WireModel) -> None:
+        # Labelled children cached: a label lookup per audio frame is measurable.
+        key = (direction, message.__class__)
+        counter = self._message_counters.get(key)
+        if counter is None:
+            counter = self.metrics.messages.labels(
+                self._svc.value, direction, message.__class__.__name__
+            )
+            self._message_counters[key] = counter
+        counter.inc()
+
     async def _publish(self, message: WireModel) -> None:
         assert self._bus is not None
         sid = getattr(message, "sid")  # noqa: B009 - WireModel itself declares no sid
-        self.metrics.messages.labels(self._svc.value, "out", message.__class__.__name__).inc()
+        self._count("out", message)
         await self._bus.publish(subjects.session_out(sid), message)
 
     async def _on_ctl(self, message: Message) -> None:
@@ -294,7 +320,7 @@ class WorkerRuntime:
                 slot.worker.cancel(message.turn)
 
     async def _on_data(self, message: Message) -> None:
-        self.metrics.messages.labels(self._svc.value, "in", message.__class__.__name__).inc()
+        self._count("in", message)
         sid = getattr(message, "sid", "")
         if isinstance(message, self.engine.open_types):
             await self._open(sid, message)
@@ -311,11 +337,25 @@ class WorkerRuntime:
                     )
                 )
             return
+        slot.last = time.monotonic()
+        self._deliver(slot, message)
+
+    def _deliver(self, slot: _Slot, item: Message | _Idle) -> None:
         if slot.inbox.full():
             # Drop-oldest: the freshest audio matters most in a live call.
             slot.inbox.get_nowait()
-            self.metrics.dropped.labels(self._svc.value, "inbox_full").inc()
-        slot.inbox.put_nowait(message)
+            self._dropped_inbox_full.inc()
+        slot.inbox.put_nowait(item)
+
+    async def _sweep_idle(self) -> None:
+        interval = min(5.0, max(0.05, self.idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.idle_timeout_s
+            for slot in list(self._sessions.values()):
+                if slot.last < cutoff:
+                    slot.last = float("inf")  # told once
+                    self._deliver(slot, _IDLE)
 
     async def _open(self, sid: str, message: Message) -> None:
         assert self._tg is not None
@@ -355,10 +395,8 @@ class WorkerRuntime:
         closed_cleanly = False
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.idle_timeout_s):
-                        message = await slot.inbox.get()
-                except TimeoutError:
+                message = await slot.inbox.get()
+                if isinstance(message, _Idle):
                     log.info("session %s idle for %.0f s; closing", sid, self.idle_timeout_s)
                     break
                 try:

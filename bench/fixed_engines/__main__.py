@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from bench.fixed_engines.asr import FixedAsrEngine
 from bench.fixed_engines.llm import FixedLlmEngine
 from bench.fixed_engines.settings import FixedSettings
 from bench.fixed_engines.tts import FixedTtsEngine
+from shared import eventloop
 from shared.logs import setup_logging
 from shared.metrics import ServiceMetrics
 from shared.worker import Engine, WorkerRuntime
@@ -29,8 +29,8 @@ def main() -> int:
         case _:
             engine = FixedTtsEngine(settings)
     runtime = WorkerRuntime(engine, settings, ServiceMetrics(args.service))
-    # The stock event loop, as the real services run: only the engines differ.
-    asyncio.run(runtime.run())
+    # The same event loop as the real services: only the engines differ.
+    eventloop.run(runtime.run(), settings.event_loop)
     return 0
 
 

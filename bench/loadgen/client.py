@@ -1,7 +1,7 @@
 """One load-client process: ``python -m bench.loadgen.client CONFIG.json RESULT.json``.
 
 One event loop (uvloop when installed) drives many calls. Frames are pre-cut from the
-shared cycle; one pacer task sends every call's next frame, spreading the calls over
+shared cycle and pre-serialized as WebSocket frames; one pacer task sends every call's next frame, spreading the calls over
 ``phase_groups`` ticks per frame so they do not all burst at once. The pacer's own
 lateness is measured: when it grows, the client, not the gateway, is the limit.
 """
@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from bench.loadgen.script import Cycle
 from bench.loadgen.tracker import CallTracker, TurnResult
@@ -137,8 +139,14 @@ class Call:
 
     async def send_frame(self, now: float) -> None:
         assert self.ws is not None
+        if self.ws.state is not State.OPEN:
+            raise ConnectionError("not open")
         frame = self.next_frame
-        await self.ws.send(self.frames[frame])
+        # The frame as the client would serialize it (masked, binary), built once for all
+        # calls: at hundreds of calls the client's own framing would compete with the
+        # gateway for the same cores. Whole frames only, so websockets' own writes
+        # (pongs, the close) never interleave inside one.
+        self.ws.transport.write(self.frames[frame])
         self.sent += 1
         self.tracker.frame_sent(frame, time.monotonic())
         self.next_frame = (frame + 1) % len(self.frames)
@@ -217,7 +225,10 @@ def _pct(values: list[float], q: float) -> float:
 async def run(config: ClientConfig) -> ClientResult:
     pcm = Path(config.cycle_path).read_bytes()
     step = 16000 * config.cycle.frame_ms // 1000 * 2
-    frames = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    frames = [
+        Frame(Opcode.BINARY, pcm[i : i + step]).serialize(mask=True)
+        for i in range(0, len(pcm), step)
+    ]
     calls = [Call(i, config, frames) for i in config.call_ids]
     pacer = Pacer(calls, config.cycle.frame_ms, config.phase_groups)
     done = asyncio.Event()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.asr.engine import AsrEngine
 from services.asr.metrics import SERVICE, AsrMetrics
 from services.asr.settings import AsrSettings
+from shared import eventloop
 from shared.logs import setup_logging
 from shared.metrics import ServiceMetrics
 from shared.routing import RoutingSettings
@@ -19,7 +18,7 @@ def main() -> int:
     metrics = ServiceMetrics(SERVICE)
     engine = AsrEngine(settings, AsrMetrics(metrics), RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
-    asyncio.run(runtime.run())
+    eventloop.run(runtime.run(), settings.event_loop)
     return 0
 
 

@@ -20,6 +20,7 @@ from services.gateway.app import Gateway
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.readiness import ReplicaProbe
 from services.gateway.settings import GatewaySettings
+from shared import eventloop
 from shared.bus import NatsBus
 from shared.errors import BusError, ConfigError
 from shared.logs import setup_logging
@@ -77,7 +78,7 @@ async def serve(settings: GatewaySettings) -> int:
 def main() -> int:
     settings = GatewaySettings()
     setup_logging(settings.log_level, settings.log_json, name="gateway")
-    return asyncio.run(serve(settings))
+    return eventloop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

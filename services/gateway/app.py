@@ -26,6 +26,7 @@ from services.gateway.bella.session import BellaSession
 from services.gateway.connection import CallConnection, Context
 from services.gateway.conversation import ConversationDefaults
 from services.gateway.coze.session import CozeSession
+from services.gateway.liveness import ReplicaMonitor
 from services.gateway.metrics import GatewayMetrics, RejectReason
 from services.gateway.openai.session import OpenAiSession
 from services.gateway.protocol import Output, ProtocolSession
@@ -131,8 +132,14 @@ class Gateway:
         self._conversation = ConversationDefaults.from_settings(settings)
         # Owner of this replica's sessions in the store; unique per process by default.
         self.replica_id = settings.replica_id or f"gw-{uuid.uuid4().hex[:12]}"
+        self._monitor = ReplicaMonitor(bus.nc)
         self._ctx = Context(
-            settings=settings, bus=bus, metrics=metrics, store=store, replica_id=self.replica_id
+            settings=settings,
+            bus=bus,
+            metrics=metrics,
+            monitor=self._monitor,
+            store=store,
+            replica_id=self.replica_id,
         )
         self._metrics = metrics
         self._ready = ready
@@ -200,6 +207,7 @@ class Gateway:
         if self._server is not None:
             self._server = None
             await self._tg.__aexit__(None, None, None)
+            await self._monitor.aclose()
 
     @property
     def draining(self) -> bool:

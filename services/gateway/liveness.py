@@ -19,9 +19,10 @@ as after a loss, on the same replica if it is the one the placement picks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from nats.aio.client import Client
@@ -46,6 +47,7 @@ class ProbeOutcome(Enum):
     NO_RESPONDERS = "no_responders"
     TIMEOUT = "timeout"
     DISCONNECTED = "disconnected"  # our own connection is down: no information
+    LATE = "late"  # our own event loop ran late during the probe: no information
 
 
 @dataclass
@@ -78,9 +80,38 @@ class ProbeTracker:
                 self.outage = True
                 self.grace_left = self.reconnect_grace
                 return Verdict.ALIVE
+            case ProbeOutcome.LATE:
+                return Verdict.ALIVE  # neither a miss nor a reply
 
 
 OnLost = Callable[[ServiceName, str, Verdict], Awaitable[None]]
+
+
+class LagMeter:
+    """How late this process's event loop runs, from a task that sleeps in small steps.
+
+    An overloaded gateway reads a probe's reply late: the reply waits in the socket while
+    the probe's own timeout fires. Counting that as a miss would declare every replica
+    hung and end every call exactly when the gateway is busiest, so a probe that timed
+    out while the loop ran late says nothing (`ProbeOutcome.LATE`).
+    """
+
+    def __init__(self, step_s: float = 0.02) -> None:
+        self._step_s = step_s
+        self.late_at = float("-inf")  # loop time of the last late wake-up
+        self.late_by = 0.0  # by how much it was late
+
+    async def run(self, threshold_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self._step_s
+            await asyncio.sleep(self._step_s)
+            now = loop.time()
+            if now - due > threshold_s:
+                self.late_at, self.late_by = now, now - due
+
+    def late_since(self, since: float) -> bool:
+        return self.late_at >= since
 
 
 @dataclass(frozen=True)
@@ -101,24 +132,34 @@ class ReplicaWatch:
         replica: str,
         on_lost: OnLost,
         options: ProbeOptions = ProbeOptions(),
+        lag: LagMeter | None = None,
     ) -> None:
         self.service = service
         self.replica = replica
         self._nc = nc
         self._on_lost = on_lost
         self._options = options
+        self._lag = lag
         self._subject = subjects.micro_ping(service, replica)
 
     async def probe(self) -> ProbeOutcome:
         if not self._nc.is_connected:
             return ProbeOutcome.DISCONNECTED
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self._nc.request(self._subject, b"", timeout=self._options.timeout_s)
         except NoRespondersError:
             return ProbeOutcome.NO_RESPONDERS
         except NatsTimeoutError:
-            # A timeout while our connection dropped says nothing about the replica.
-            return ProbeOutcome.TIMEOUT if self._nc.is_connected else ProbeOutcome.DISCONNECTED
+            # A timeout while our connection dropped says nothing about the replica,
+            # nor one our own loop noticed late (the reply may be waiting unread).
+            if not self._nc.is_connected:
+                return ProbeOutcome.DISCONNECTED
+            overslept = loop.time() - started > 1.5 * self._options.timeout_s
+            if overslept or (self._lag is not None and self._lag.late_since(started)):
+                return ProbeOutcome.LATE
+            return ProbeOutcome.TIMEOUT
         except ConnectionClosedError:
             return ProbeOutcome.DISCONNECTED
         return ProbeOutcome.REPLY
@@ -145,3 +186,101 @@ class ReplicaWatch:
                 return verdict
             # Probe at a steady rate: a slow reply shortens the wait before the next one.
             await asyncio.sleep(max(0.0, self._options.interval_s - (loop.time() - started)))
+
+
+class ReplicaMonitor:
+    """One probe per replica for the whole gateway, however many calls it serves.
+
+    Every call used to probe each of its replicas itself: at 100 calls that was 3,000
+    requests a second against three replicas, enough load on its own to make them miss
+    probes and be declared hung. Calls now `watch` a replica; the first watcher starts
+    its probe, the verdict that ends it is handed to every watcher, and the probe stops
+    when the last watcher leaves. All probe tasks are owned here and cancelled by `aclose`.
+    """
+
+    def __init__(self, nc: Client, options: ProbeOptions = ProbeOptions()) -> None:
+        self._nc = nc
+        self._options = options
+        self._probes: dict[tuple[ServiceName, str], _Probe] = {}
+        self._closed = False
+        self.lag = LagMeter()
+        self._lag_task: asyncio.Task[None] | None = None
+
+    @property
+    def probing(self) -> int:
+        """Replicas being probed now (one probe each, whatever the number of calls)."""
+        return len(self._probes)
+
+    async def watch(self, service: ServiceName, replica: str) -> Verdict:
+        """Wait until ``replica`` is lost (DEAD, HUNG) or must be resynced (RESYNC)."""
+        if self._closed:
+            raise RuntimeError("the replica monitor is closed")
+        key = (service, replica)
+        probe = self._probes.get(key)
+        if self._lag_task is None:
+            # Late by a quarter of the probe timeout: a reply may then miss its deadline.
+            threshold = self._options.timeout_s / 4
+            self._lag_task = asyncio.create_task(self.lag.run(threshold), name="loop-lag")
+        if probe is None:
+            probe = _Probe()
+            watch = ReplicaWatch(self._nc, service, replica, _nothing, self._options, self.lag)
+            probe.task = asyncio.create_task(
+                self._run(key, probe, watch), name=f"probe-{service.value}-{replica}"
+            )
+            self._probes[key] = probe
+        waiter: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        probe.waiters.add(waiter)
+        try:
+            return await waiter
+        finally:
+            probe.waiters.discard(waiter)
+            if not probe.waiters and self._probes.get(key) is probe:
+                # Nobody left to tell: stop probing (a later watcher starts afresh).
+                del self._probes[key]
+                if probe.task is not None:
+                    probe.task.cancel()
+
+    async def _run(self, key: tuple[ServiceName, str], probe: _Probe, watch: ReplicaWatch) -> None:
+        try:
+            verdict = await watch.run()
+        except Exception as exc:  # noqa: BLE001 - handed to the watchers, not swallowed
+            # Not a verdict: each watching call handles it as its own failure.
+            self._forget(key, probe)
+            for waiter in probe.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        # The verdict ends this probe: later watchers of the same replica (after a
+        # RESYNC it may be placed again) start a new one.
+        self._forget(key, probe)
+        for waiter in probe.waiters:
+            if not waiter.done():
+                waiter.set_result(verdict)
+
+    def _forget(self, key: tuple[ServiceName, str], probe: _Probe) -> None:
+        if self._probes.get(key) is probe:
+            del self._probes[key]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._probes.values() if p.task is not None]
+        if self._lag_task is not None:
+            tasks.append(self._lag_task)
+            self._lag_task = None
+        self._probes.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass
+class _Probe:
+    waiters: set[asyncio.Future[Verdict]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+async def _nothing(service: ServiceName, replica: str, verdict: Verdict) -> None:
+    # The monitor hands the verdict to its watchers once `run` returns.
+    return None

@@ -1,6 +1,6 @@
 """The replicas that serve one call, watched and replaced when one dies or hangs (I/O).
 
-Each service's replica is probed by a `ReplicaWatch`; when it is lost the call is placed
+Each service's replica is watched through the gateway's `ReplicaMonitor`; when it is lost the call is placed
 on another replica of the service, which the call core then brings up to date
 (`CallCore.replica_lost`). The old replica is told to close the session in case it was
 only hung: when it wakes up it must not go on serving the call.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from nats.aio.subscription import Subscription
 
 from services.gateway.call import Replicas
-from services.gateway.liveness import ProbeOptions, ReplicaWatch, Verdict
+from services.gateway.liveness import ProbeOptions, ReplicaMonitor, Verdict
 from shared import subjects
 from shared.bus import Handler, NatsBus
 from shared.errors import BusError, OverloadedError
@@ -111,6 +111,7 @@ class CallReplicas:
         *,
         models: Callable[[ServiceName], tuple[str, ...]],
         handler: Handler,
+        monitor: ReplicaMonitor,
         on_replaced: OnReplaced,
         on_failed: OnFailed,
         options: FailoverOptions = FailoverOptions(),
@@ -119,6 +120,7 @@ class CallReplicas:
         self._bus = bus
         self._models = models
         self._handler = handler
+        self._monitor = monitor
         self._on_replaced = on_replaced
         self._on_failed = on_failed
         self._options = options
@@ -188,10 +190,7 @@ class CallReplicas:
     async def _guard(self, service: ServiceName) -> None:
         while True:
             placement = self._placements[service]
-            watch = ReplicaWatch(
-                self._bus.nc, service, placement.replica, self._noted, self._options.probe
-            )
-            verdict = await watch.run()
+            verdict = await self._monitor.watch(service, placement.replica)
             try:
                 await self._replace(service, placement, resync=verdict is Verdict.RESYNC)
                 self.failovers += 1
@@ -202,10 +201,6 @@ class CallReplicas:
                 log.warning("%s replica lost and none replaces it: %s", service.value, exc)
                 await self._on_failed(service, str(exc) or type(exc).__name__)
                 return
-
-    async def _noted(self, service: ServiceName, replica: str, verdict: object) -> None:
-        # The watch logs the loss; `_guard` acts on it once `run` returns.
-        return None
 
     async def _replace(self, service: ServiceName, old: _Placement, *, resync: bool) -> None:
         """Move the service's session to a new one (``resync``: any replica, even the old)."""

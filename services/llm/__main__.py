@@ -7,11 +7,10 @@ shared replica runtime (control plane, data plane, health, drain). Prints
 
 from __future__ import annotations
 
-import asyncio
-
 from services.llm.engine import EngineOptions, LlmEngine
 from services.llm.metrics import LlmMetrics
 from services.llm.settings import LlmSettings
+from shared import eventloop
 from shared.logs import setup_logging
 from shared.routing import RoutingSettings
 from shared.worker import WorkerRuntime
@@ -23,7 +22,7 @@ def main() -> None:
     metrics = LlmMetrics()
     engine = LlmEngine(EngineOptions.from_settings(settings), metrics, RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
-    asyncio.run(runtime.run())
+    eventloop.run(runtime.run(), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from services.tts.engine import TtsEngine
 from services.tts.metrics import TtsMetrics
 from services.tts.settings import TtsSettings
 from services.tts.voices import list_voices
+from shared import eventloop
 from shared.logs import setup_logging
 from shared.routing import RoutingSettings
 from shared.worker import WorkerRuntime
@@ -30,7 +30,7 @@ def main() -> int:
     metrics = TtsMetrics()
     engine = TtsEngine(settings, metrics, routing=RoutingSettings().load())
     runtime = WorkerRuntime(engine, settings, metrics)
-    asyncio.run(runtime.run())
+    eventloop.run(runtime.run(), settings.event_loop)
     return 0
 
 

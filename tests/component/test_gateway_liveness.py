@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,9 +15,11 @@ import pytest
 from nats.aio.client import Client
 
 from services.gateway.liveness import (
+    LagMeter,
     ProbeOptions,
     ProbeOutcome,
     ProbeTracker,
+    ReplicaMonitor,
     ReplicaWatch,
     Verdict,
 )
@@ -124,3 +127,72 @@ async def test_a_healthy_replica_keeps_answering(nc: Client, replica: Replica) -
 
 async def _never_lost(service: ServiceName, replica_id: str, verdict: Verdict) -> None:
     raise AssertionError(f"{service} {replica_id} reported {verdict}")
+
+
+async def test_monitor_probes_each_replica_once_for_all_calls(nc: Client, replica: Replica) -> None:
+    monitor = ReplicaMonitor(nc, ProbeOptions(interval_s=0.05, timeout_s=0.2))
+    try:
+        calls = [asyncio.create_task(monitor.watch(ServiceName.ASR, replica.id)) for _ in range(50)]
+        leaving = asyncio.create_task(monitor.watch(ServiceName.ASR, replica.id))
+        await asyncio.sleep(0)  # let every watcher register (not waiting for a condition)
+        assert monitor.probing == 1
+        leaving.cancel()  # a call that ended: the others keep the probe
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert monitor.probing == 1
+        replica.signal(signal.SIGKILL)
+        verdicts = await asyncio.wait_for(asyncio.gather(*calls), 10)
+        assert verdicts == [Verdict.DEAD] * 50
+        assert monitor.probing == 0  # the verdict ended the probe
+    finally:
+        await monitor.aclose()
+
+
+async def test_monitor_stops_probing_when_the_last_call_leaves(
+    nc: Client, replica: Replica
+) -> None:
+    monitor = ReplicaMonitor(nc)
+    try:
+        watchers = [
+            asyncio.create_task(monitor.watch(ServiceName.ASR, replica.id)) for _ in range(3)
+        ]
+        await asyncio.sleep(0)
+        assert monitor.probing == 1
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        assert monitor.probing == 0
+    finally:
+        await monitor.aclose()
+    with pytest.raises(RuntimeError):
+        await monitor.watch(ServiceName.ASR, replica.id)
+
+
+def test_a_probe_our_own_loop_noticed_late_is_not_a_miss() -> None:
+    tracker = ProbeTracker(misses_to_hung=2)
+    assert tracker.feed(ProbeOutcome.TIMEOUT) is Verdict.ALIVE
+    assert tracker.feed(ProbeOutcome.LATE) is Verdict.ALIVE  # neither a miss...
+    assert tracker.misses == 1  # ...nor a reply
+    assert tracker.feed(ProbeOutcome.TIMEOUT) is Verdict.HUNG
+
+
+async def test_an_overloaded_gateway_does_not_call_a_silent_replica_hung(
+    nc: Client, replica: Replica
+) -> None:
+    lag = LagMeter(step_s=0.01)
+    meter = asyncio.create_task(lag.run(0.025))
+    try:
+        options = ProbeOptions(timeout_s=0.1)
+        watch = ReplicaWatch(nc, ServiceName.ASR, replica.id, _never_lost, options, lag)
+        replica.signal(signal.SIGSTOP)  # it will not answer
+        assert await watch.probe() is ProbeOutcome.TIMEOUT  # our loop was on time
+
+        async def overload() -> None:
+            # Our own loop stuck in work for 0.3 s, as under a flood of frames.
+            time.sleep(0.3)
+
+        busy = asyncio.create_task(overload())
+        assert await watch.probe() is ProbeOutcome.LATE
+        await busy
+    finally:
+        meter.cancel()

@@ -86,7 +86,10 @@ class Capture:
         async with asyncio.timeout(timeout_s):
             while True:
                 for i, m in enumerate(self.messages):
-                    if isinstance(m, (predicate, ServiceError)) and getattr(m, "turn", None) == turn:
+                    if (
+                        isinstance(m, (predicate, ServiceError))
+                        and getattr(m, "turn", None) == turn
+                    ):
                         assert isinstance(m, predicate), m
                         return i
                 self.changed.clear()
@@ -120,7 +123,9 @@ async def test_prefilled_system_prompt_makes_the_first_answer_faster(engine: Llm
     # Different personas, so neither can reuse the other's cached prompt.
     cold = await ttft_of_first_turn(engine, persona("Aria"), prefill=False)
     warm = await ttft_of_first_turn(engine, persona("Nova"), prefill=True)
-    print(f"\n[llm] ~600-token persona, first-turn ttft: no prefill {cold:.0f} ms, prefilled {warm:.0f} ms")
+    print(
+        f"\n[llm] ~600-token persona, first-turn ttft: no prefill {cold:.0f} ms, prefilled {warm:.0f} ms"
+    )
 
 
 async def test_cancel_is_final_and_keeps_the_partial_answer_out_of_history(

@@ -64,17 +64,20 @@ def prompt_log() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def replica(nats_server: Any, prompt_log: Path) -> Iterator[Replica]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "NATS_"))
-    } | {
-        "NATS_URL": nats_server.url, "LLM_MAX_SESSIONS": "2", "PYTHONUNBUFFERED": "1",
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "NATS_"))} | {
+        "NATS_URL": nats_server.url,
+        "LLM_MAX_SESSIONS": "2",
+        "PYTHONUNBUFFERED": "1",
         "LLM_PROMPT_LOG": str(prompt_log),
     }
     with tempfile.TemporaryFile(mode="w+") as log:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.llm"], stdout=subprocess.PIPE, stderr=log,
-            text=True, env=env,
+            [sys.executable, "-m", "services.llm"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
         )
         lines: queue.Queue[str] = queue.Queue()
 
@@ -94,7 +97,10 @@ def replica(nats_server: Any, prompt_log: Path) -> Iterator[Replica]:
             ready = re.search(r"replica=(\S+) health_port=(\d+)", line)
             assert ready is not None, line
             yield Replica(
-                proc, ready.group(1), nats_server.url, time.monotonic() - started,
+                proc,
+                ready.group(1),
+                nats_server.url,
+                time.monotonic() - started,
                 int(ready.group(2)),
             )
         finally:
@@ -165,7 +171,8 @@ async def call(replica: Replica) -> AsyncIterator[Call]:
 
 def check_turn(seen: list[Message], end: LlmEnd) -> str:
     turn = [
-        m for m in seen
+        m
+        for m in seen
         if getattr(m, "turn", None) == end.turn and not isinstance(m, LlmWorkerEvent)
     ]
     assert isinstance(turn[0], LlmBegin)
@@ -245,25 +252,40 @@ async def test_worker_chain_feeds_the_main_prompt(replica: Replica, prompt_log: 
     workers = (
         # The seed's convention: a blocking rewrite worker replaces the user's words.
         WorkerSpec(
-            variable_name="rewrite_user_message", max_tokens=16, temperature=0.0,
+            variable_name="rewrite_user_message",
+            max_tokens=16,
+            temperature=0.0,
             sys_prompt="Rewrite the user's message as one clear question. Output only it.",
         ),
         WorkerSpec(
-            variable_name="info", variable_type=VariableType.JSON, max_tokens=12,
-            temperature=0.0, sys_prompt="You output JSON only.",
-            json_schema={"type": "object", "properties": {"city": {"type": "string"}},
-                         "required": ["city"]},
+            variable_name="info",
+            variable_type=VariableType.JSON,
+            max_tokens=12,
+            temperature=0.0,
+            sys_prompt="You output JSON only.",
+            json_schema={
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
             prompt='Output exactly this JSON and nothing else: {"city": "Paris"}',
         ),
         # Non-blocking, and its output can never match: an error, and the call goes on.
         WorkerSpec(
-            variable_name="never", variable_type=VariableType.JSON, max_tokens=4,
-            blocking=False, temperature=0.0, json_schema={"required": ["never_there_key"]},
+            variable_name="never",
+            variable_type=VariableType.JSON,
+            max_tokens=4,
+            blocking=False,
+            temperature=0.0,
+            json_schema={"required": ["never_there_key"]},
             prompt="Say hello.",
         ),
     )
     opened = LlmOpen(
-        sid=sid, temperature=0.0, max_tokens=8, workers=workers,
+        sid=sid,
+        temperature=0.0,
+        max_tokens=8,
+        workers=workers,
         system_prompt="You are brief. Caller: {{ caller }} in {{ info.city }}.",
         variables={"caller": "Ann"},
     )
@@ -296,7 +318,10 @@ async def test_worker_chain_feeds_the_main_prompt(replica: Replica, prompt_log: 
 async def test_cancel_reports_running_workers_cancelled(replica: Replica) -> None:
     sid = uuid.uuid4().hex[:12]
     worker = WorkerSpec(
-        variable_name="story", blocking=True, max_tokens=400, temperature=0.0,
+        variable_name="story",
+        blocking=True,
+        max_tokens=400,
+        temperature=0.0,
         prompt="Count from one to two hundred in words.",
     )
     bus, c = await open_chain(replica, LlmOpen(sid=sid, max_tokens=8, workers=(worker,)))
@@ -335,8 +360,10 @@ async def test_replica_reports_llm_metrics(replica: Replica) -> None:
     print(f"\n[llm] replica start to READY (model load + warm-up): {replica.load_s:.1f} s")
     text = await asyncio.to_thread(scrape, replica.health_port)
     for name in (
-        "voice_llm_ttft_seconds_count", "voice_llm_tokens_per_second_count",
-        "voice_llm_prefill_seconds_count", "voice_llm_generated_tokens_total",
+        "voice_llm_ttft_seconds_count",
+        "voice_llm_tokens_per_second_count",
+        "voice_llm_prefill_seconds_count",
+        "voice_llm_generated_tokens_total",
     ):
         found = re.search(rf'^{name}{{service="llm"}} (\S+)$', text, re.MULTILINE)
         assert found and float(found.group(1)) > 0, name

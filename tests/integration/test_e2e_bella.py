@@ -65,9 +65,13 @@ def _start_payload(**extra: object) -> dict[str, object]:
         "enable_intermediate_result": True,
         "enable_punctuation_prediction": True,
         "enable_inverse_text_normalization": True,
-        "llm_option": {"main": {"model": "default", "temperature": 0.2,
-                                "sys_prompt": "You are a helpful voice assistant. "
-                                              "Answer in one short sentence."}},
+        "llm_option": {
+            "main": {
+                "model": "default",
+                "temperature": 0.2,
+                "sys_prompt": "You are a helpful voice assistant. Answer in one short sentence.",
+            }
+        },
         "tts_option": {"sample_rate": 24000},
     }
     payload.update(extra)
@@ -114,8 +118,9 @@ async def test_asr_only_endpoint_returns_transcripts_only(
 ) -> None:
     call = await BellaCall.open(f"{stack.gateway_url}/v1/audio/asr/stream", stack.api_key)
     try:
-        started = await call.start({"format": "pcm", "sample_rate": 16000,
-                                    "enable_intermediate_result": True})
+        started = await call.start(
+            {"format": "pcm", "sample_rate": 16000, "enable_intermediate_result": True}
+        )
         assert started.name == "TranscriptionStarted"
         await call.send_audio(question + silence(1.0), realtime=False)
         end = await call.wait_for(lambda r: r.name == "SentenceEnd", timeout_s=30)
@@ -129,9 +134,7 @@ async def test_asr_only_endpoint_returns_transcripts_only(
         await call.aclose()
 
 
-async def test_stop_mid_utterance_drains_the_answer(
-    stack: RunningStack, question: bytes
-) -> None:
+async def test_stop_mid_utterance_drains_the_answer(stack: RunningStack, question: bytes) -> None:
     """StopTranscription right after speech: the pending utterance is still recognized
     and answered before TranscriptionCompleted and SESSION_CLOSE."""
     call = await BellaCall.open(f"{stack.gateway_url}/v1/audio/realtime", stack.api_key)
@@ -167,19 +170,37 @@ async def test_worker_chain_through_the_gateway(
     workers = [
         # Verbatim but for our max_tokens extension, which keeps the test short.
         {**SEED_REWRITE_WORKER, "temperature": 0.0, "max_tokens": 24},
-        {"blocking": True, "variable_name": "info", "variable_type": "json",
-         "temperature": 0.0, "max_tokens": 16, "sys_prompt": "You output JSON only.",
-         "prompt": 'Output exactly this JSON and nothing else: {"city": "Paris"}',
-         "json_schema": {"type": "object", "properties": {"city": {"type": "string"}},
-                         "required": ["city"]}},
-        {"blocking": False, "variable_name": "never", "variable_type": "json",
-         "json_schema": {"required": ["never_there_key"]}, "prompt": "Say hello.",
-         "max_tokens": 4},
+        {
+            "blocking": True,
+            "variable_name": "info",
+            "variable_type": "json",
+            "temperature": 0.0,
+            "max_tokens": 16,
+            "sys_prompt": "You output JSON only.",
+            "prompt": 'Output exactly this JSON and nothing else: {"city": "Paris"}',
+            "json_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+        {
+            "blocking": False,
+            "variable_name": "never",
+            "variable_type": "json",
+            "json_schema": {"required": ["never_there_key"]},
+            "prompt": "Say hello.",
+            "max_tokens": 4,
+        },
     ]
     payload = _start_payload(
-        llm_option={"main": {"temperature": 0.0,
-                             "sys_prompt": "Answer in a few words. City: {{ info.city }}."},
-                    "workers": workers},
+        llm_option={
+            "main": {
+                "temperature": 0.0,
+                "sys_prompt": "Answer in a few words. City: {{ info.city }}.",
+            },
+            "workers": workers,
+        },
     )
     call = await BellaCall.open(f"{stack.gateway_url}/v1/audio/realtime", stack.api_key)
     try:
@@ -195,8 +216,11 @@ async def test_worker_chain_through_the_gateway(
         names = call.names()
         # Blocking workers report before the answer begins.
         chat_begin = names.index("LLM_CHAT_BEGIN")
-        ends = {r.payload["variable_name"]: (i, r) for i, r in enumerate(call.received)
-                if r.name == "LLM_WORKER_END"}
+        ends = {
+            r.payload["variable_name"]: (i, r)
+            for i, r in enumerate(call.received)
+            if r.name == "LLM_WORKER_END"
+        }
         assert set(ends) == {"rewrite_user_message", "info"}, ends
         assert all(i < chat_begin for i, _ in ends.values())
         assert names.index("SentenceEnd") < names.index("LLM_WORKER_BEGIN") < chat_begin

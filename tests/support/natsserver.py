@@ -72,8 +72,16 @@ class LocalNats:
     def start(self, timeout_s: float = 15.0) -> None:
         self.proc = subprocess.Popen(
             [
-                nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port),
-                "-m", str(self.monitor_port), "-js", "-sd", str(self.store),
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-m",
+                str(self.monitor_port),
+                "-js",
+                "-sd",
+                str(self.store),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

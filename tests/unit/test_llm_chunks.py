@@ -5,7 +5,9 @@ from __future__ import annotations
 from services.llm.chunks import Failed, Finished, TextPiece, parse_chunk
 
 
-def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> dict[str, object]:
+def chunk(
+    delta: dict[str, object], finish: str | None = None, **extra: object
+) -> dict[str, object]:
     return {
         "choices": [{"finish_reason": finish, "index": 0, "delta": delta}],
         "object": "chat.completion.chunk",

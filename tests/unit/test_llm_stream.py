@@ -30,7 +30,9 @@ async def test_events_from_another_thread_arrive_in_order() -> None:
 
 async def test_a_full_buffer_merges_text_without_losing_any() -> None:
     merged = []
-    stream = TokenStream(asyncio.get_running_loop(), maxsize=2, on_coalesce=lambda: merged.append(1))
+    stream = TokenStream(
+        asyncio.get_running_loop(), maxsize=2, on_coalesce=lambda: merged.append(1)
+    )
     stream.offer([TextPiece("a"), TextPiece("b"), TextPiece("c"), TextPiece("d")])
     stream.offer([Finished(reason="stop")])
     stream.close()

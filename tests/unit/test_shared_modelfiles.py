@@ -28,10 +28,14 @@ def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[byte
 
 def _spec(digest: str, size: int | None = None) -> ModelSpec:
     return ModelSpec(
-        name="tiny", filename="model.bin",
-        parts=(PackagedFile("tiny_model_parts", "data/a.part"),
-               PackagedFile("tiny_model_parts", "data/b.part")),
-        sha256=digest, size=size,
+        name="tiny",
+        filename="model.bin",
+        parts=(
+            PackagedFile("tiny_model_parts", "data/a.part"),
+            PackagedFile("tiny_model_parts", "data/b.part"),
+        ),
+        sha256=digest,
+        size=size,
         companions=(PackagedFile("tiny_model_parts", "data/config.json"),),
     )
 
@@ -55,7 +59,8 @@ def test_refuses_a_wrong_digest(fake_parts: bytes, tmp_path: Path) -> None:
 def test_refuses_wrong_size_and_missing_package(fake_parts: bytes, tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="expected 3"):
         ensure_model(_spec("0" * 64, 3), tmp_path / "cache")
-    missing = ModelSpec(name="m", filename="f", parts=(PackagedFile("no_such_pkg_x", "d"),),
-                        sha256="0" * 64)
+    missing = ModelSpec(
+        name="m", filename="f", parts=(PackagedFile("no_such_pkg_x", "d"),), sha256="0" * 64
+    )
     with pytest.raises(ModelFileError, match="not installed"):
         ensure_model(missing, tmp_path / "cache")

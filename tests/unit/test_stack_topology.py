@@ -33,11 +33,30 @@ def test_dev_api_key_is_stable(tmp_path: Path) -> None:
 
 
 def test_order_checker() -> None:
-    good = ["SentenceBegin", "TranscriptionResultChanged", "SentenceEnd", "LLM_CHAT_BEGIN",
-            "LLM_CHAT_DELTA", "TTS_BEGIN", "TTS_TTFT", "audio", "LLM_CHAT_END", "audio",
-            "TTS_END"]
+    good = [
+        "SentenceBegin",
+        "TranscriptionResultChanged",
+        "SentenceEnd",
+        "LLM_CHAT_BEGIN",
+        "LLM_CHAT_DELTA",
+        "TTS_BEGIN",
+        "TTS_TTFT",
+        "audio",
+        "LLM_CHAT_END",
+        "audio",
+        "TTS_END",
+    ]
     assert order_violations(good) == []
-    bad = ["SentenceBegin", "SentenceEnd", "LLM_CHAT_BEGIN", "TTS_BEGIN", "LLM_CHAT_DELTA",
-           "TTS_TTFT", "audio", "LLM_CHAT_END", "TTS_END"]
+    bad = [
+        "SentenceBegin",
+        "SentenceEnd",
+        "LLM_CHAT_BEGIN",
+        "TTS_BEGIN",
+        "LLM_CHAT_DELTA",
+        "TTS_TTFT",
+        "audio",
+        "LLM_CHAT_END",
+        "TTS_END",
+    ]
     assert order_violations(bad) == ["LLM_CHAT_DELTA after TTS_BEGIN"]
     assert order_violations(["SentenceBegin"])[0].startswith("missing")
