@@ -34,6 +34,7 @@ from shared.messages import (
     AsrClose,
     AsrOpen,
     AssignReply,
+    AssignRequest,
     AudioFrame,
     Cancel,
     ErrorCode,
@@ -132,6 +133,7 @@ class ScriptedServices:
     def _assign_cb(self, svc: ServiceName) -> Any:
         async def cb(msg: Msg) -> None:
             request = codec.decode(msg.data)
+            assert isinstance(request, AssignRequest)
             sid = request.sid
             await msg.respond(codec.encode(AssignReply(sid=sid, replica=self.replica(svc))))
 
