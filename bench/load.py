@@ -3,7 +3,8 @@
     ./run bench load [--mode fixed|real] [--levels 10,50,100] [--duration 30] ...
     python -m bench.load --mode fixed --replicas 2
 
-Starts its own stack (NATS, ``--replicas`` replicas of each worker, one gateway), then
+Starts its own stack (NATS, ``--replicas`` replicas of each worker, ``--gateways``
+gateways), then
 for each level of concurrency runs client processes that place that many calls. Every
 call streams espeak-ng speech and silence in real time in ``--frame-ms`` frames, one
 question per turn, and measures from the client's side of the socket:
@@ -109,7 +110,7 @@ class Level:
         outputs: list[Path] = []
         for p in range(procs):
             config = ClientConfig(
-                url=self.stack.gateway_url,
+                urls=list(self.stack.gateway_urls),
                 api_key=self.stack.api_key,
                 call_ids=list(range(p, calls, procs)),
                 start_at=start_at,
@@ -226,7 +227,7 @@ async def _run(a: argparse.Namespace) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "mode": a.mode,
         "replicas": a.replicas,
-        "gateways": 1,
+        "gateways": a.gateways,
         "machine": {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "config": {
             "frame_ms": a.frame_ms,
@@ -267,8 +268,10 @@ async def _run(a: argparse.Namespace) -> dict[str, Any]:
             scratch_dir=work / "nats",
             fixed_env=_fixed_env(a),
             echo=echo,
+            gateways=a.gateways,
         ) as stack:
-            _log(f"stack up ({a.mode}, {a.replicas} replica(s)): {stack.gateway_url}")
+            urls = ", ".join(stack.gateway_urls)
+            _log(f"stack up ({a.mode}, {a.replicas} replica(s)): {urls}")
             level = Level(a, stack, cycle, cycle_path, work)
             for n in a.levels:
                 _log(f"{n} calls for {a.duration:.0f} s ...")
@@ -333,6 +336,13 @@ def main() -> None:
         default=1,
         choices=range(1, 9),
         help="replicas of each worker service (one gateway always)",
+    )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        help="gateway replicas (calls spread evenly; CPU reported summed)",
     )
     parser.add_argument(
         "--levels",

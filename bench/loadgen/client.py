@@ -28,7 +28,7 @@ from bench.loadgen.tracker import CallTracker, TurnResult
 
 
 class ClientConfig(BaseModel):
-    url: str
+    urls: list[str]  # gateway replicas; call k goes to urls[k % len(urls)]
     api_key: str
     call_ids: list[int]
     start_at: float  # time.time() when the first call connects (all processes agree)
@@ -86,7 +86,7 @@ class Call:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         try:
             self.ws = await connect(
-                self.config.url + "/v1/audio/realtime",
+                self.config.urls[self.call_id % len(self.config.urls)] + "/v1/audio/realtime",
                 additional_headers={"Authorization": f"Bearer {self.config.api_key}"},
                 open_timeout=30,
                 max_size=2**22,

@@ -1,4 +1,4 @@
-"""The process set a load run measures: NATS, N replicas per worker, one gateway.
+"""The process set a load run measures: NATS, N replicas per worker, M gateways.
 
 ``fixed`` mode starts `bench.fixed_engines` replicas in place of the real workers; the
 NATS server and the gateway are the product's, started exactly as the stack runner
@@ -25,16 +25,22 @@ API_KEY = "bench-load-key"
 @dataclass(frozen=True)
 class BenchStack:
     supervisor: Supervisor
-    gateway_url: str
+    gateway_urls: tuple[str, ...]
     api_key: str
     names: tuple[str, ...]  # every process, as named in the supervisor
 
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway_urls[0]
+
     def pids(self) -> dict[str, list[int]]:
+        """Processes by role; every gateway replica counts as "gateway" (CPU summed)."""
         out: dict[str, list[int]] = {}
         for name in self.names:
             pid = self.supervisor.pid_of(name)
             if pid:
-                out[name] = [pid]
+                role = "gateway" if name.startswith("gateway") else name
+                out.setdefault(role, []).append(pid)
         return out
 
 
@@ -47,6 +53,7 @@ async def bench_stack(
     scratch_dir: Path,
     fixed_env: dict[str, str],
     echo: Callable[[str], None],
+    gateways: int = 1,
 ) -> AsyncIterator[BenchStack]:
     options = StackOptions(
         data_dir=data_dir,
@@ -76,7 +83,16 @@ async def bench_stack(
         workers = [dataclasses.replace(w, restart=False) for w in workers]
         # Concurrently: loading the real engines' models is the slow part.
         await asyncio.gather(*(sup.start(spec) for spec in workers))
-        line = await sup.start(dataclasses.replace(gateway, restart=False))
-        url = line.split("url=", 1)[1].split()[0]
-        names = ("nats", *(w.name for w in workers), "gateway")
-        yield BenchStack(sup, url, API_KEY, names)
+        # Gateway replicas side by side, each on its own port (stateless: any may take a call).
+        gateway_specs = [dataclasses.replace(gateway, restart=False)]
+        for g in range(2, gateways + 1):
+            env = {**gateway.env, "GATEWAY_PORT": str(free_port())}
+            gateway_specs.append(
+                dataclasses.replace(gateway, name=f"gateway-{g}", env=env, restart=False)
+            )
+        urls = []
+        for spec in gateway_specs:
+            line = await sup.start(spec)
+            urls.append(line.split("url=", 1)[1].split()[0])
+        names = ("nats", *(w.name for w in workers), *(g.name for g in gateway_specs))
+        yield BenchStack(sup, tuple(urls), API_KEY, names)

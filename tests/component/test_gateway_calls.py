@@ -36,6 +36,7 @@ from shared.messages import (
     AssignReply,
     AssignRequest,
     AudioFrame,
+    Batch,
     Cancel,
     ErrorCode,
     LlmBegin,
@@ -153,16 +154,18 @@ class ScriptedServices:
 
     def _data_cb(self, svc: ServiceName) -> Any:
         async def cb(msg: Msg) -> None:
-            message = codec.decode(msg.data)
-            self.received[svc].append(message)
-            await self._notify()
-            if isinstance(message, LlmTurn) and (message.text or "").startswith("slow"):
-                # A waiting script must not hold up this subscription's later messages.
-                task = asyncio.get_running_loop().create_task(self._script(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                await self._script(message)
+            decoded = codec.decode(msg.data)
+            # Audio arrives batched: unpacked as a real replica's bus does.
+            for message in decoded.items if isinstance(decoded, Batch) else (decoded,):
+                self.received[svc].append(message)
+                await self._notify()
+                if isinstance(message, LlmTurn) and (message.text or "").startswith("slow"):
+                    # A waiting script must not hold up this subscription's later messages.
+                    task = asyncio.get_running_loop().create_task(self._script(message))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                else:
+                    await self._script(message)
 
         return cb
 

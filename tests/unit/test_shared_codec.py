@@ -11,6 +11,7 @@ from shared import codec, subjects
 from shared.errors import DecodeError
 from shared.messages import (
     AudioFrame,
+    Batch,
     ChatMessage,
     LlmOpen,
     ServiceName,
@@ -57,3 +58,24 @@ def test_subjects_refuse_tokens_that_change_the_subject_shape() -> None:
     for bad in ("a.b", "*", ">", "a b", ""):
         with pytest.raises(ValueError):
             subjects.session_out(bad)
+
+
+def test_a_batch_of_encoded_messages_decodes_as_the_batch() -> None:
+    frames = [AudioFrame(sid="s", seq=i, pcm=bytes(4)) for i in range(3)]
+    reply = TtsAudio(sid="t", turn=1, index=0, seq=1, pcm=b"\x01\x02", sample_rate=24000)
+    data = codec.encode_batch([codec.encode(m) for m in (*frames, reply)])
+    assert data == codec.encode(Batch(items=[*frames, reply]))
+    assert codec.decode(data) == Batch(items=[*frames, reply])
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],  # empty
+        [{"type": "asr.commit", "sid": "s"}],  # not a bulk message
+        [{"type": "batch", "items": [{"type": "audio", "sid": "s", "seq": 1, "pcm": b""}]}],
+    ],
+)
+def test_a_batch_holds_only_bulk_messages(items: list[object]) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(msgpack.packb({"type": "batch", "items": items}, use_bin_type=True))
