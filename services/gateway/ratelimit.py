@@ -48,6 +48,10 @@ class TokenBucket:
         self._tokens -= cost
         return True
 
+    def spend(self, cost: float) -> None:
+        """Spend ``cost`` tokens just checked with `available` (no second refill)."""
+        self._tokens -= cost
+
 
 @dataclass(frozen=True)
 class RateLimits:
@@ -72,12 +76,13 @@ class MessageRateLimiter:
 
     def admit(self, size: int, now: float) -> Verdict:
         """Charge one frame of ``size`` bytes; a refused frame is charged to neither bucket."""
-        if not self._frames.can_take(1, now):
+        # Each bucket refilled once per frame: this runs for every 20 ms of every call.
+        if self._frames.available(now) < 1:
             return Verdict.TOO_MANY_FRAMES
-        if not self._bytes.can_take(size, now):
+        if self._bytes.available(now) < size:
             return Verdict.TOO_MANY_BYTES
-        self._frames.take(1, now)
-        self._bytes.take(size, now)
+        self._frames.spend(1)
+        self._bytes.spend(size)
         return Verdict.OK
 
 

@@ -35,10 +35,13 @@ class SentFrame:
     seq: int
     start_ms: float  # stream time of the frame's first sample
     pcm: bytes  # PCM16 mono 16 kHz
+    # Derived once: read several times for every frame of every call.
+    duration_ms: float = field(init=False)
+    end_ms: float = field(init=False)
 
-    @property
-    def end_ms(self) -> float:
-        return self.start_ms + len(self.pcm) / 32.0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "duration_ms", len(self.pcm) / 32.0)
+        object.__setattr__(self, "end_ms", self.start_ms + self.duration_ms)
 
 
 class AsrReplay:
@@ -52,17 +55,17 @@ class AsrReplay:
 
     def add(self, frame: SentFrame) -> None:
         self._frames.append(frame)
-        self._ms += frame.end_ms - frame.start_ms
+        self._ms += frame.duration_ms
         while self._ms > self.max_ms and len(self._frames) > 1:
             old = self._frames.popleft()
-            self._ms -= old.end_ms - old.start_ms
+            self._ms -= old.duration_ms
             self.overflowed = True
 
     def checkpoint(self, stream_ms: float) -> None:
         """Everything before ``stream_ms`` was transcribed and delivered: forget it."""
         while self._frames and self._frames[0].end_ms <= stream_ms:
             old = self._frames.popleft()
-            self._ms -= old.end_ms - old.start_ms
+            self._ms -= old.duration_ms
         self.overflowed = False
 
     def frames(self) -> list[SentFrame]:
