@@ -32,12 +32,13 @@ RUN python -m shared.prepare
 
 FROM ${PYTHON_IMAGE} AS runtime
 # espeak-ng: the TTS text front end; libgomp1: the engines' OpenMP runtime.
+# The account is `voicecall`: Debian's base-passwd already has a system group `voice` (gid 22).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         espeak-ng libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 voice \
-    && useradd --system --uid 10001 --gid voice --home-dir /app --no-create-home voice
+    && groupadd --system --gid 10001 voicecall \
+    && useradd --system --uid 10001 --gid voicecall --home-dir /app --no-create-home voicecall
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/voice-data /opt/voice-data
 WORKDIR /app

@@ -48,3 +48,8 @@ def session_out(sid: str) -> str:
 
 def micro_ping(service: ServiceName, replica: str) -> str:
     return f"$SRV.PING.{service.value}.{_token(replica)}"
+
+
+def micro_ping_all(service: ServiceName) -> str:
+    """Every replica of ``service`` answers (with its id)."""
+    return f"$SRV.PING.{service.value}"

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -204,6 +206,7 @@ class ReplicaMonitor:
         self._probes: dict[tuple[ServiceName, str], _Probe] = {}
         self._closed = False
         self.lag = LagMeter()
+        self._asking: dict[tuple[ServiceName, str], asyncio.Future[bool]] = {}
         self._lag_task: asyncio.Task[None] | None = None
 
     @property
@@ -240,6 +243,43 @@ class ReplicaMonitor:
                 if probe.task is not None:
                     probe.task.cancel()
 
+    async def another_replica(self, service: ServiceName, excluding: str) -> bool:
+        """Whether a replica of ``service`` other than ``excluding`` answers a ping within
+        the probe timeout (all replicas are asked at once; nothing is reserved).
+
+        The calls that get one verdict ask together: they share one ping."""
+        key = (service, excluding)
+        asking = self._asking.get(key)
+        if asking is None:
+            asking = asyncio.ensure_future(self._ask_others(service, excluding))
+            self._asking[key] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(key, None))
+        return await asyncio.shield(asking)
+
+    async def _ask_others(self, service: ServiceName, excluding: str) -> bool:
+        found = asyncio.Event()
+
+        async def on_reply(msg: Msg) -> None:
+            try:
+                replica = json.loads(msg.data).get("id")
+            except (ValueError, AttributeError):
+                return
+            if replica and replica != excluding:
+                found.set()
+
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self._nc.publish(subjects.micro_ping_all(service), b"", reply=inbox)
+            async with asyncio.timeout(self._options.timeout_s):
+                await found.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def _run(self, key: tuple[ServiceName, str], probe: _Probe, watch: ReplicaWatch) -> None:
         try:
             verdict = await watch.run()
@@ -263,6 +303,8 @@ class ReplicaMonitor:
 
     async def aclose(self) -> None:
         self._closed = True
+        for asking in self._asking.values():
+            asking.cancel()
         tasks = [p.task for p in self._probes.values() if p.task is not None]
         if self._lag_task is not None:
             tasks.append(self._lag_task)

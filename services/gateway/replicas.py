@@ -66,6 +66,9 @@ class FailoverOptions:
     # without answering: short attempts, several of them, reach a live one quickly.
     assign_timeout_s: float = 0.5
     assign_attempts: int = 6
+    # How long a call stays on a replica that does not answer probes when no other
+    # replica of its service is up, before it is ended (a replica really stuck).
+    stay_on_hung_s: float = 10.0
 
 
 @dataclass
@@ -134,6 +137,11 @@ class CallReplicas:
         self._counter = 0
         self.failovers = 0  # replicas replaced so far
 
+    def _period(self) -> float:
+        """Roughly how long a silent replica takes to be called hung."""
+        probe = self._options.probe
+        return probe.misses_to_hung * max(probe.interval_s, probe.timeout_s)
+
     def start(self, tg: asyncio.TaskGroup) -> None:
         """Watch every replica, in tasks of the connection's TaskGroup."""
         for service in self._placements:
@@ -188,9 +196,37 @@ class CallReplicas:
     # ------------------------------------------------------------------ failover
 
     async def _guard(self, service: ServiceName) -> None:
+        loop = asyncio.get_running_loop()
+        unanswered_since: float | None = None  # first HUNG verdict of a streak we sat out
+        last_hung = 0.0
         while True:
             placement = self._placements[service]
             verdict = await self._monitor.watch(service, placement.replica)
+            if verdict is Verdict.HUNG:
+                now = loop.time()
+                # A streak: verdicts come every few probe periods while it stays silent.
+                if unanswered_since is not None and now - last_hung > 4 * self._period():
+                    unanswered_since = None  # it answered in between
+                last_hung = now
+                if unanswered_since is None:
+                    unanswered_since = now
+                stayed = now - unanswered_since
+                if (
+                    stayed < self._options.stay_on_hung_s
+                    and not await self._monitor.another_replica(service, placement.replica)
+                ):
+                    # Overloaded rather than hung, most likely (a replica whose loop is
+                    # starved of CPU misses probes too): with nowhere to go, moving the
+                    # call would only end it. It stays, and is watched again.
+                    log.warning(
+                        "%s replica %s does not answer and no other replica is up: "
+                        "call %s stays on it",
+                        service.value,
+                        placement.replica,
+                        self.sid,
+                    )
+                    continue
+            unanswered_since = None
             try:
                 await self._replace(service, placement, resync=verdict is Verdict.RESYNC)
                 self.failovers += 1

@@ -92,6 +92,8 @@ class ScriptedServices:
         self.release = asyncio.Event()
         self.final_on_flush = ""
         self.bad_voice = "no-such-voice"
+        self.silent: set[ServiceName] = set()  # these answer no pings
+        self.pinged_all: dict[ServiceName, int] = {s: 0 for s in ALL}
         self._tts_index: dict[int, int] = {}
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,10 +109,14 @@ class ScriptedServices:
                     subjects.assign(svc), queue=svc.value, cb=self._assign_cb(svc)
                 )
             )
-            self._subs.append(await self.nc.subscribe(f"$SRV.PING.{svc.value}", cb=self._pong))
+            self._subs.append(
+                await self.nc.subscribe(subjects.micro_ping_all(svc), cb=self._pong_all(svc))
+            )
             # The gateway probes each replica it uses (liveness).
             self._subs.append(
-                await self.nc.subscribe(subjects.micro_ping(svc, self.replica(svc)), cb=self._pong)
+                await self.nc.subscribe(
+                    subjects.micro_ping(svc, self.replica(svc)), cb=self._pong_one(svc)
+                )
             )
             self._subs.append(
                 await self.nc.subscribe(
@@ -140,8 +146,22 @@ class ScriptedServices:
 
         return cb
 
-    async def _pong(self, msg: Msg) -> None:
-        await msg.respond(b"{}")
+    def _pong_one(self, svc: ServiceName) -> Any:
+        async def cb(msg: Msg) -> None:
+            if svc in self.silent:
+                return  # as a replica whose loop is stuck
+            await msg.respond(json.dumps({"id": self.replica(svc)}).encode())
+
+        return cb
+
+    def _pong_all(self, svc: ServiceName) -> Any:
+        async def cb(msg: Msg) -> None:
+            self.pinged_all[svc] += 1
+            await self._notify()
+            if svc not in self.silent:
+                await msg.respond(json.dumps({"id": self.replica(svc)}).encode())
+
+        return cb
 
     def _ctl_cb(self, svc: ServiceName) -> Any:
         async def cb(msg: Msg) -> None:
@@ -607,3 +627,27 @@ async def test_drain_ends_calls_left_after_the_grace(own_nats: LocalNats) -> Non
                 ws_url(gateway), additional_headers={"Authorization": f"Bearer {KEY}"}
             ):
                 pass
+
+
+async def test_a_silent_replica_with_nowhere_to_go_keeps_its_call(
+    env: tuple[Gateway, ScriptedServices],
+) -> None:
+    gateway, fakes = env
+    async with call_on(gateway) as call:
+        started = await call.start(payload())
+        assert started.name == "TranscriptionStarted"
+        await fakes.wait_until(lambda: fakes.of_type(ServiceName.ASR, AsrOpen))
+        # The ASR replica stops answering probes (a starved loop looks the same as a
+        # stuck one). Once the gateway calls it hung it looks for another replica...
+        fakes.silent.add(ServiceName.ASR)
+        await fakes.wait_until(lambda: fakes.pinged_all[ServiceName.ASR] >= 1)
+        # ...finds none, so the call stays where it is rather than ending.
+        fakes.silent.discard(ServiceName.ASR)
+        before = len(fakes.of_type(ServiceName.ASR, AudioFrame))
+        await call.send_audio(b"\x01\x00" * 1600, realtime=False)
+        await fakes.wait_until(lambda: len(fakes.of_type(ServiceName.ASR, AudioFrame)) > before)
+        assert len(fakes.of_type(ServiceName.ASR, AsrOpen)) == 1  # not moved
+        assert "TaskFailed" not in call.names()
+        sid = sid_of(started)
+        await fakes.say(sid, "hello")
+        await call.wait_for(lambda r: r.name == "TTS_END")

@@ -196,3 +196,14 @@ async def test_an_overloaded_gateway_does_not_call_a_silent_replica_hung(
         await busy
     finally:
         meter.cancel()
+
+
+async def test_another_replica_counts_only_other_replicas_that_answer(
+    nc: Client, replica: Replica
+) -> None:
+    monitor = ReplicaMonitor(nc)
+    try:
+        assert await monitor.another_replica(ServiceName.ASR, "some-other-replica") is True
+        assert await monitor.another_replica(ServiceName.ASR, replica.id) is False
+    finally:
+        await monitor.aclose()
