@@ -189,7 +189,7 @@ async def test_an_overloaded_gateway_does_not_call_a_silent_replica_hung(
 
         async def overload() -> None:
             # Our own loop stuck in work for 0.3 s, as under a flood of frames.
-            time.sleep(0.3)  # noqa: ASYNC251 - the blocking is the point
+            time.sleep(0.3)  # noqa: ASYNC251 - the blocking is the point (noqa: sleep-ok)
 
         busy = asyncio.create_task(overload())
         assert await watch.probe() is ProbeOutcome.LATE

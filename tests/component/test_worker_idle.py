@@ -99,7 +99,7 @@ async def test_a_silent_session_is_closed_and_a_talking_one_is_not(
         # while the silent one is closed.
         for seq in range(int(2 * IDLE_S / 0.05)):
             await bus.publish(subject, AudioFrame(sid="talking", seq=seq, pcm=bytes(640)))
-            await asyncio.sleep(0.05)  # pacing the audio, not waiting for a condition
+            await asyncio.sleep(0.05)  # noqa: sleep-ok - pacing the audio, not a wait
         await asyncio.wait_for(silent.closed.wait(), 5)
         assert not talking.closed.is_set()
         assert len(talking.handled) > 0
