@@ -101,7 +101,6 @@ class LagMeter:
     def __init__(self, step_s: float = 0.02) -> None:
         self._step_s = step_s
         self.late_at = float("-inf")  # loop time of the last late wake-up
-        self.late_by = 0.0  # by how much it was late
 
     async def run(self, threshold_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -110,7 +109,7 @@ class LagMeter:
             await asyncio.sleep(self._step_s)
             now = loop.time()
             if now - due > threshold_s:
-                self.late_at, self.late_by = now, now - due
+                self.late_at = now
 
     def late_since(self, since: float) -> bool:
         return self.late_at >= since
@@ -239,9 +238,9 @@ class ReplicaMonitor:
             probe.waiters.discard(waiter)
             if not probe.waiters and self._probes.get(key) is probe:
                 # Nobody left to tell: stop probing (a later watcher starts afresh).
-                del self._probes[key]
                 if probe.task is not None:
                     probe.task.cancel()
+                self._forget(key, probe)
 
     async def another_replica(self, service: ServiceName, excluding: str) -> bool:
         """Whether a replica of ``service`` other than ``excluding`` answers a ping within
@@ -300,6 +299,10 @@ class ReplicaMonitor:
     def _forget(self, key: tuple[ServiceName, str], probe: _Probe) -> None:
         if self._probes.get(key) is probe:
             del self._probes[key]
+        if not self._probes and self._lag_task is not None:
+            # No call watches anything: an idle gateway need not wake 50 times a second.
+            self._lag_task.cancel()
+            self._lag_task = None
 
     async def aclose(self) -> None:
         self._closed = True
