@@ -134,7 +134,13 @@ async def test_a_session_resumes_on_another_replica_with_history_and_settings(
         )
         async with call_on(second) as again:
             assert sid_of(await again.start(changed)) == sid
-            await fakes.wait_until(lambda: len(fakes.of_type(ServiceName.LLM, LlmOpen)) == 2)
+            # Each service's subscription delivers on its own: wait for both opens.
+            await fakes.wait_until(
+                lambda: (
+                    len(fakes.of_type(ServiceName.LLM, LlmOpen)) == 2
+                    and len(fakes.of_type(ServiceName.TTS, TtsOpen)) == 2
+                )
+            )
             opened = resumed_open(fakes, ServiceName.LLM, LlmOpen, sid)
             assert opened.history == (
                 ChatMessage(
